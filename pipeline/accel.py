@@ -1,0 +1,88 @@
+"""Create the Accelerator for a training stage.
+
+The launch config (``accelerate launch --config_file launch/accelerate/*.yaml``) alone decides the
+hardware, number of processes, DDP / FSDP / DeepSpeed and mixed precision.  This module only
+
+* applies the CPU-only shim when no CUDA device exists (see :func:`_cpu_state`), so the same
+  multi-process paths run over gloo on a CPU box and in CI;
+* fills the DeepSpeed config values that Accelerate leaves as "auto" from the ``train`` section
+  (micro-batch size, clipping), since our loop does not hand DeepSpeed a dataloader;
+* points TensorBoard at ``<output_dir>/tensorboard``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedType, ProjectConfiguration
+
+from pipeline.errors import PipelineError
+from pipeline.train_config import TrainConfig
+
+# Set by the test harness only: run FSDP2 on CPU (Accelerate would otherwise fall back to DDP there).
+CPU_FSDP_ENV = "PIPELINE_CPU_FSDP"
+
+
+def _cpu_state() -> None:
+    """CPU-only shim, used only when CUDA is absent.
+
+    Accelerate sizes a DeepSpeed/multi-GPU launch by the GPUs it finds; creating the shared
+    PartialState with ``cpu=True`` first makes it use the launched processes over gloo instead.
+    FSDP is ignored by Accelerate on CPU, so when the test harness asks for it we mark the state
+    as multi-device, which lets ``fully_shard`` run for real on CPU tensors.
+    """
+    state = PartialState(cpu=True)
+    if os.environ.get(CPU_FSDP_ENV) == "1" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        state.distributed_type = DistributedType.MULTI_GPU
+
+
+def _check_launch_matches_hardware() -> None:
+    wants_gpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() == "false" and os.environ.get(
+        "ACCELERATE_GPU_IDS"
+    )
+    if wants_gpu and not torch.cuda.is_available():
+        raise PipelineError(
+            f"the accelerate launch config asks for GPUs (gpu_ids={os.environ['ACCELERATE_GPU_IDS']}) but this "
+            "machine has no CUDA device: use launch/accelerate/cpu.yaml (or set use_cpu: true)"
+        )
+
+
+def _fill_deepspeed_auto(accelerator: Accelerator, cfg: TrainConfig) -> None:
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    if ds.get("gradient_clipping", "auto") == "auto":
+        ds["gradient_clipping"] = cfg.max_grad_norm
+    ds["train_batch_size"] = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+
+
+def make_accelerator(cfg: TrainConfig, output_dir: str | Path, log: bool = True) -> Accelerator:
+    _check_launch_matches_hardware()
+    if not torch.cuda.is_available():
+        _cpu_state()
+    project = ProjectConfiguration(
+        project_dir=str(output_dir), logging_dir=str(Path(output_dir) / "tensorboard")
+    )
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with="tensorboard" if log else None,
+        project_config=project,
+        step_scheduler_with_optimizer=False,
+    )
+    _fill_deepspeed_auto(accelerator, cfg)
+    return accelerator
+
+
+def check_prepared(accelerator: Accelerator, cfg: TrainConfig) -> None:
+    """After prepare: the launch config must not override the accumulation we normalise the loss for."""
+    if accelerator.gradient_accumulation_steps != cfg.grad_accum:
+        raise PipelineError(
+            f"the launch config sets gradient_accumulation_steps={accelerator.gradient_accumulation_steps} but "
+            f"train.grad_accum={cfg.grad_accum}: set it to 'auto' (or the same value) in the DeepSpeed config"
+        )

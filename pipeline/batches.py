@@ -1,0 +1,111 @@
+"""Which samples each process trains on at each step - a pure function of (step, micro-batch, rank).
+
+The training stream is an endless sequence of global positions ``p = 0, 1, 2, ...``; position ``p``
+is sample ``perm_e[p % N]`` of epoch ``e = p // N``, where ``perm_e`` is a seeded permutation of the
+``N`` samples.  Optimizer step ``k`` consumes positions ``[k*G, (k+1)*G)`` with
+``G = batch_size x processes x grad_accum``; micro-batch ``m`` of process ``r`` takes
+``k*G + m*(batch_size*processes) + r*batch_size + [0, batch_size)``.
+
+Consequences: resuming at step ``k`` is an O(1) seek (no replay of earlier batches); no sample is
+seen twice within an epoch across processes; and the global batch of a step does not depend on how
+it is split into processes and micro-batches.  Per-sample randomness (MLM masks) is keyed by the
+global position, so it does not depend on the world size either.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GlobalBatchPlan:
+    num_samples: int
+    batch_size: int  # per process, per micro-batch
+    grad_accum: int
+    num_processes: int
+    rank: int
+    seed: int
+    shuffle: bool = True
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.num_processes * self.grad_accum
+
+    def positions(self, step: int, micro: int) -> np.ndarray:
+        """Global stream positions of this process's micro-batch ``micro`` of optimizer step ``step``."""
+        start = (
+            step * self.global_batch
+            + micro * self.batch_size * self.num_processes
+            + self.rank * self.batch_size
+        )
+        return np.arange(start, start + self.batch_size, dtype=np.int64)
+
+    def samples(self, positions: np.ndarray) -> np.ndarray:
+        """Sample indices for global positions (vectorised; usually one epoch, at most two)."""
+        epochs, offsets = np.divmod(positions, self.num_samples)
+        if not self.shuffle:
+            return offsets
+        out = np.empty_like(positions)
+        for epoch in np.unique(epochs):
+            sel = epochs == epoch
+            out[sel] = _permutation(self.num_samples, self.seed, int(epoch))[offsets[sel]]
+        return out
+
+    def epoch_of(self, step: int) -> float:
+        return step * self.global_batch / self.num_samples
+
+
+@lru_cache(maxsize=4)
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def micro_batch_stream(
+    make_batch: Callable[[int, int], dict], start_step: int, grad_accum: int, prefetch: int
+) -> Iterator[dict]:
+    """Yield ``make_batch(step, micro)`` for step >= start_step in order, built ahead by a thread.
+
+    The thread keeps data preparation (memmap reads, masking, padding) off the training step's
+    critical path; exceptions in it are re-raised in the consumer.
+    """
+    if prefetch <= 0:
+        step = start_step
+        while True:
+            for micro in range(grad_accum):
+                yield make_batch(step, micro)
+            step += 1
+    out: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def produce() -> None:
+        step = start_step
+        try:
+            while not stop.is_set():
+                for micro in range(grad_accum):
+                    item = make_batch(step, micro)
+                    while not stop.is_set():
+                        try:
+                            out.put(("ok", item), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                step += 1
+        except BaseException as e:  # surface data errors in the training thread
+            out.put(("error", e))
+
+    thread = threading.Thread(target=produce, name="batch-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = out.get()
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()

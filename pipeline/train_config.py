@@ -1,0 +1,74 @@
+"""The `train` config section shared by every training stage (pretrain, finetune).
+
+Hardware, process count, sharding strategy and mixed precision are NOT here: they come from the
+`accelerate launch` config alone.  This section only holds what defines the optimisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.config import REQUIRED, ConfigError, option
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = option(REQUIRED, "optimizer steps to train for (finetune: 0 = derive from train.epochs)")
+    batch_size: int = option(
+        REQUIRED, "micro-batch size per process; global batch = batch_size x grad_accum x processes"
+    )
+    grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
+    lr: float = option(REQUIRED, "peak learning rate (AdamW)")
+    weight_decay: float = option(
+        0.01, "AdamW weight decay; never applied to biases, LayerNorm/RMSNorm weights or embeddings' norms"
+    )
+    betas: list[float] = option([0.9, 0.98], "AdamW betas")
+    eps: float = option(1e-6, "AdamW epsilon")
+    max_grad_norm: float = option(1.0, "clip the global gradient norm to this value (0 = no clipping)")
+    schedule: Literal["linear", "cosine", "wsd", "constant"] = option(
+        "linear", "learning-rate schedule after warmup, in optimizer steps"
+    )
+    warmup_steps: int = option(0, "linear warmup from 0 to lr over this many optimizer steps")
+    warmup_ratio: float = option(0.0, "warmup as a fraction of max_steps (used when warmup_steps is 0)")
+    decay_ratio: float = option(
+        0.1, "wsd only: fraction of max_steps spent in the final linear decay to min_lr"
+    )
+    min_lr_ratio: float = option(0.0, "the schedule decays to lr x min_lr_ratio")
+    seed: int = option(0, "seed for initialisation, data order and masking")
+    eval_every: int = option(
+        500, "evaluate on the validation split every N optimizer steps (0 = only at the end)"
+    )
+    eval_batches: int = option(
+        0, "cap on validation micro-batches per process per evaluation (0 = the whole split)"
+    )
+    save_every: int = option(1000, "checkpoint every N optimizer steps (0 = only at the end)")
+    keep_checkpoints: int = option(2, "keep this many newest checkpoints")
+    resume: str = option(
+        "auto", "'auto' = newest complete checkpoint in output_dir/checkpoints, 'never', or a checkpoint path"
+    )
+    stop_after: int = option(0, "end this invocation after N optimizer steps with a checkpoint, as a stop signal would (time-sliced jobs); 0 = run to max_steps")
+    log_every: int = option(10, "log train scalars every N optimizer steps")
+    compile: bool = option(False, "torch.compile the model (in place: saved weights keep their plain names)")
+    peak_tflops: float = option(0.0, "per-device peak TFLOP/s for MFU; 0 = measure once with a matmul probe")
+    prefetch: int = option(4, "micro-batches prepared ahead by a background thread")
+    on_nonfinite: Literal["skip", "stop"] = option(
+        "stop", "a NaN/inf loss or gradient norm: skip that optimizer step, or stop"
+    )
+    progress: bool = option(True, "show a progress bar on the main process")
+
+    def validate(self) -> None:
+        positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "log_every": self.log_every}
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {value}")
+        if self.max_steps < 0:
+            raise ConfigError(f"train.max_steps must be >= 0, got {self.max_steps}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"train.betas needs two values, got {self.betas}")
+        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.decay_ratio <= 1:
+            raise ConfigError("train.warmup_ratio must be in [0, 1) and train.decay_ratio in [0, 1]")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")

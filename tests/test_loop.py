@@ -1,0 +1,181 @@
+"""The shared loop on a toy regression task (single process, CPU, fp32): exact resume, accumulation
+equivalence, schedules, checkpoint rotation/atomicity, logging outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState, PartialState
+
+from pipeline.accel import make_accelerator
+from pipeline.batches import GlobalBatchPlan
+from pipeline.checkpoint import CheckpointManager, export_model
+from pipeline.config import from_dict
+from pipeline.loop import TrainTask, fit
+from pipeline.optim import lr_schedule
+from pipeline.train_config import TrainConfig
+
+
+class ToyModel(torch.nn.Module):
+    """y = MLP(x) with dropout (exercises RNG restore); returns the summed squared error."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.1), torch.nn.Linear(16, 1))
+
+    def forward(self, x, y, weight):
+        err = (self.net(x).squeeze(-1) - y) ** 2
+        return {"loss_sum": (err * weight).sum()}
+
+
+DATA_X = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+DATA_Y = (DATA_X @ np.arange(8, dtype=np.float32) / 8).astype(np.float32)
+
+
+def reset_accelerate():
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+def toy_task(cfg: TrainConfig, accelerator) -> TrainTask:
+    torch.manual_seed(cfg.seed)
+    model = ToyModel()
+    plan = GlobalBatchPlan(len(DATA_X), cfg.batch_size, cfg.grad_accum, accelerator.num_processes,
+                           accelerator.process_index, cfg.seed)
+
+    def make_batch(step, micro):
+        idx = plan.samples(plan.positions(step, micro))
+        return {"x": torch.from_numpy(DATA_X[idx]), "y": torch.from_numpy(DATA_Y[idx]),
+                "weight": torch.ones(len(idx)), "num_targets": len(idx), "num_tokens": len(idx)}
+
+    def evaluate(m):
+        out = m(torch.from_numpy(DATA_X), torch.from_numpy(DATA_Y), torch.ones(len(DATA_X)))
+        return {"eval/loss": out["loss_sum"].item() / len(DATA_X)}
+
+    def export(acc, m, path):
+        export_model_plain(acc, m, path)
+
+    return TrainTask(model=model, make_batch=make_batch, export=export, evaluate=evaluate, flops_per_token=100.0)
+
+
+def export_model_plain(acc, model, path: Path):
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(acc.unwrap_model(model).state_dict(), path / "weights.pt")
+
+
+def run(tmp: Path, **train) -> tuple[dict, list[dict], dict | None]:
+    reset_accelerate()
+    base = dict(max_steps=8, batch_size=4, lr=1e-2, eval_every=4, save_every=4, log_every=1,
+                peak_tflops=1.0, progress=False, prefetch=2, warmup_steps=2)
+    cfg = from_dict(TrainConfig, {**base, **train})
+    acc = make_accelerator(cfg, tmp)
+    summary = fit(acc, cfg, toy_task(cfg, acc), tmp, cfg)
+    lines = [json.loads(line) for line in (tmp / "metrics.jsonl").read_text().splitlines()]
+    final = tmp / "final" / "weights.pt"
+    weights = torch.load(final, weights_only=True) if final.exists() else None
+    return summary, lines, weights
+
+
+def train_losses(lines):
+    return {r["step"]: r["train/loss"] for r in lines if "train/loss" in r}
+
+
+def test_exact_resume_bit_identical(tmp_path):
+    _, full_lines, full_w = run(tmp_path / "full", max_steps=8)
+    first, _, _ = run(tmp_path / "half", max_steps=8, stop_after=4)
+    assert not first["completed"] and first["steps"] == 4
+    summary, half_lines, half_w = run(tmp_path / "half", max_steps=8, resume="auto")
+    assert summary["steps_this_run"] == 4
+    for key in full_w:
+        assert torch.equal(full_w[key], half_w[key]), key
+    assert train_losses(full_lines) == train_losses(half_lines)
+
+
+def test_grad_accum_equals_bigger_batch(tmp_path):
+    _, lines_a, w_a = run(tmp_path / "a", batch_size=8, grad_accum=1, max_steps=4)
+    _, lines_b, w_b = run(tmp_path / "b", batch_size=4, grad_accum=2, max_steps=4)
+    for key in w_a:
+        torch.testing.assert_close(w_a[key], w_b[key], rtol=1e-5, atol=1e-6)
+    la, lb = train_losses(lines_a), train_losses(lines_b)
+    assert la.keys() == lb.keys()
+    for step in la:
+        assert la[step] == pytest.approx(lb[step], rel=1e-5)
+
+
+def test_rotation_keeps_newest_complete(tmp_path):
+    run(tmp_path, max_steps=12, save_every=2, keep_checkpoints=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step_10", "step_12"]
+    state = json.loads((tmp_path / "checkpoints" / "step_12" / "trainer_state.json").read_text())
+    assert state["step"] == 12 and state["files"]
+
+
+def test_partial_and_corrupt_checkpoints_are_skipped(tmp_path):
+    run(tmp_path, max_steps=8, save_every=4, keep_checkpoints=3)
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / "step_12.partial").mkdir()  # a save killed midway: never a candidate
+    weights = next((ckpts / "step_8").glob("model*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:10])  # truncated file in the newest one
+    with pytest.warns(UserWarning, match="step_8"):
+        path, state = CheckpointManager(ckpts, 3).latest_complete()
+    assert path.name == "step_4" and state["step"] == 4
+
+
+def test_logging_outputs(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(tmp_path, max_steps=4, eval_every=2)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("step" in r for r in lines)
+    train = [r for r in lines if "train/loss" in r]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    for key in ("train/lr", "train/grad_norm", "train/tokens_per_sec", "train/mfu"):
+        assert key in train[0]
+    assert [r["step"] for r in lines if "eval/loss" in r] == [2, 4]
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/mfu", "eval/loss"} <= tags
+    assert (tmp_path / "config.yaml").exists() is False  # the stage (not fit) writes config.yaml
+
+
+def test_loss_falls(tmp_path):
+    _, lines, _ = run(tmp_path, max_steps=30, eval_every=0, save_every=0)
+    losses = train_losses(lines)
+    assert np.mean([losses[s] for s in range(26, 31)]) < 0.5 * np.mean([losses[s] for s in range(1, 6)])
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "wsd", "constant"])
+def test_schedules(schedule):
+    cfg = from_dict(TrainConfig, dict(max_steps=100, batch_size=1, lr=1.0, warmup_steps=10, schedule=schedule,
+                                      decay_ratio=0.2))
+    lr = lr_schedule(cfg, 100)
+    assert lr(0) == pytest.approx(0.1) and lr(9) == pytest.approx(1.0)
+    expected_mid = {"linear": 1 - 45 / 90, "cosine": 0.5 * (1 + np.cos(np.pi * 45 / 90)), "wsd": 1.0, "constant": 1.0}
+    assert lr(55) == pytest.approx(expected_mid[schedule])
+    expected_end = {"linear": 0.0, "cosine": 0.0, "wsd": 0.0, "constant": 1.0}
+    assert lr(100) == pytest.approx(expected_end[schedule], abs=1e-9)
+    if schedule == "wsd":
+        assert lr(79) == 1.0 and lr(90) == pytest.approx(0.5)
+
+
+def test_export_model_strips_wrapper_prefix(tmp_path):
+    from transformers import AutoModel, BertConfig, BertModel
+
+    reset_accelerate()
+    cfg = from_dict(TrainConfig, dict(max_steps=1, batch_size=1, lr=1e-3))
+    acc = make_accelerator(cfg, tmp_path, log=False)
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32))
+    wrapper = torch.nn.ModuleDict({"inner": bert})
+    export_model(acc, acc.prepare(wrapper), bert, tmp_path / "final", None)
+    loaded = AutoModel.from_pretrained(tmp_path / "final")
+    for (name, a), (_, b) in zip(bert.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert list((tmp_path / "final").glob("*.safetensors"))
