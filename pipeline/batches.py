@@ -109,3 +109,20 @@ def micro_batch_stream(
             yield item
     finally:
         stop.set()
+
+
+def eval_batches(num_samples: int, batch_size: int, num_processes: int, rank: int, max_batches: int = 0):
+    """This process's share of an evaluation set, as ``(indices, valid)`` batches.
+
+    Every process gets the same number of equally sized batches (FSDP / ZeRO-3 run collectives
+    inside forward, so all processes must call it equally often); slots past the end of the set
+    repeat index 0 with ``valid=False`` and must be given zero weight by the caller.
+    """
+    per_process = -(-num_samples // num_processes)
+    num_batches = -(-per_process // batch_size)
+    if max_batches > 0:
+        num_batches = min(num_batches, max_batches)
+    order = np.arange(num_batches * batch_size * num_processes, dtype=np.int64)
+    mine = order.reshape(num_batches, num_processes, batch_size)[:, rank]  # interleave: batch b of every process
+    valid = mine < num_samples
+    return [(np.where(v, idx, 0), v) for idx, v in zip(mine, valid)]

@@ -1,0 +1,54 @@
+"""Masked-LM data for the training loop: packed shards -> masked micro-batches, and MLM evaluation.
+
+Training batches are a pure function of (step, micro-batch, rank) - see ``pipeline.batches`` - and
+masks are keyed by each sequence's global stream position, so resuming and changing the world size
+do not change what is trained on.  Validation masks are keyed by the sequence's index in the
+validation split (in a separate key range), so every evaluation sees the same masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from pipeline.batches import GlobalBatchPlan, eval_batches
+from pipeline.masking import IGNORE_INDEX, Masker
+from pipeline.shards import ShardReader
+
+_EVAL_KEY_OFFSET = np.uint64(1 << 62)  # validation mask keys never collide with training positions
+
+
+def _with_counters(batch: dict) -> dict:
+    batch["num_targets"] = int((batch["mlm_labels"] != IGNORE_INDEX).sum())
+    return batch
+
+
+def train_batch_fn(reader: ShardReader, masker: Masker, plan: GlobalBatchPlan) -> Callable[[int, int], dict]:
+    def make_batch(step: int, micro: int) -> dict:
+        positions = plan.positions(step, micro)
+        batch = masker(reader.take(plan.samples(positions)), positions.astype(np.uint64))
+        return _with_counters(batch)
+
+    return make_batch
+
+
+def mlm_evaluator(accelerator, reader: ShardReader, masker: Masker, batch_size: int, max_batches: int = 0):
+    """Returns ``evaluate(model) -> {"eval/loss", "eval/accuracy", "eval/perplexity"}`` over the split
+    (the mean over every masked token of the split, summed across processes)."""
+    batches = eval_batches(len(reader), batch_size, accelerator.num_processes, accelerator.process_index, max_batches)
+
+    def evaluate(model) -> dict[str, float]:
+        totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
+        for indices, valid in batches:
+            batch = masker(reader.take(indices), indices.astype(np.uint64) + _EVAL_KEY_OFFSET)
+            batch["mlm_labels"][torch.from_numpy(~valid)] = IGNORE_INDEX  # padding rows count for nothing
+            inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k != "num_tokens"}
+            out = model(**inputs)
+            totals += torch.stack([out["loss_sum"], out["correct"], out["count"]]).double()
+        loss_sum, correct, count = accelerator.reduce(totals, reduction="sum").tolist()
+        loss = loss_sum / max(count, 1.0)
+        return {"eval/loss": loss, "eval/accuracy": correct / max(count, 1.0), "eval/perplexity": float(np.exp(min(loss, 50.0)))}
+
+    return evaluate
