@@ -109,6 +109,7 @@ def micro_batch_stream(
             yield item
     finally:
         stop.set()
+        thread.join(timeout=5)
 
 
 def eval_batches(num_samples: int, batch_size: int, num_processes: int, rank: int, max_batches: int = 0):

@@ -1,0 +1,117 @@
+"""`pipeline pretrain` end to end on tiny models: loss falls, exact resume, export + fill-mask, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.cli import main
+from tests.test_loop import reset_accelerate
+
+TINY = ["model.preset=tiny", "train.batch_size=8", "train.lr=2e-3", "train.warmup_steps=2", "train.log_every=1",
+        "train.progress=false", "train.peak_tflops=1", "train.eval_batches=2"]
+
+
+def pretrain(shards: Path, out: Path, *overrides: str) -> int:
+    reset_accelerate()
+    return main(["pretrain", f"data.shards={shards}", f"output_dir={out}", *TINY, *overrides])
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(out: Path) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in metrics(out) if "train/loss" in r}
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(out / "final" / "model.safetensors")
+
+
+def test_exact_resume_and_export(tiny_shards, tmp_path):
+    common = ["train.max_steps=8", "train.save_every=4", "train.eval_every=4"]
+    assert pretrain(tiny_shards, tmp_path / "full", *common) == 0
+    assert pretrain(tiny_shards, tmp_path / "cut", *common, "train.stop_after=4") == 75
+    assert not (tmp_path / "cut" / "final").exists()
+    assert pretrain(tiny_shards, tmp_path / "cut", *common) == 0
+    assert losses(tmp_path / "full") == losses(tmp_path / "cut")
+    full, cut = final_weights(tmp_path / "full"), final_weights(tmp_path / "cut")
+    assert full.keys() == cut.keys()
+    for key in full:
+        assert torch.equal(full[key], cut[key]), key
+
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+
+    final = tmp_path / "full" / "final"
+    model = AutoModelForMaskedLM.from_pretrained(final)
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    assert model.config.vocab_size % 64 == 0 and tokenizer.mask_token == "[MASK]"
+    fill = pipeline("fill-mask", model=str(final))
+    predictions = fill("the cat [MASK] the red ball .")
+    assert len(predictions) == 5 and all(p["token"] < len(tokenizer) for p in predictions)
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert summary["steps"] == 8 and summary["tokens_per_sec"] > 0
+    assert (tmp_path / "full" / "config.yaml").is_file()
+    assert sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir()) == ["step_4", "step_8"]
+
+
+def test_loss_falls_on_synthetic(tiny_shards, tmp_path):
+    assert pretrain(tiny_shards, tmp_path, "train.max_steps=40", "train.eval_every=40", "train.save_every=0",
+                    "model.dropout=0") == 0
+    curve = losses(tmp_path)
+    first, last = sum(curve[s] for s in range(1, 6)) / 5, sum(curve[s] for s in range(36, 41)) / 5
+    assert last < first - 1.0, (first, last)
+    evals = [r for r in metrics(tmp_path) if "eval/loss" in r]
+    assert evals and evals[-1]["eval/accuracy"] > 0.1 and evals[-1]["eval/perplexity"] > 1
+
+
+@pytest.mark.slow
+def test_loss_falls_on_wikitext2(shared_data, tmp_path):
+    corpus = tmp_path / "wiki.txt"
+    with open(shared_data / "wikitext-2" / "train.txt", encoding="utf-8") as src:
+        corpus.write_text("".join(line for _, line in zip(range(4000), src)), encoding="utf-8")
+    assert main(["tokenizer", f"input=[{corpus}]", f"output_dir={tmp_path / 'tok'}", "vocab_size=2000"]) == 0
+    assert main(["shard", f"input=[{corpus}]", f"tokenizer={tmp_path / 'tok'}", f"output_dir={tmp_path / 'shards'}",
+                 "seq_len=128", "val_fraction=0.05", "progress=false"]) == 0
+    out = tmp_path / "run"
+    assert pretrain(tmp_path / "shards", out, "train.max_steps=60", "train.batch_size=16", "train.eval_every=20",
+                    "train.eval_batches=4", "train.save_every=0") == 0
+    evals = [r["eval/loss"] for r in metrics(out) if "eval/loss" in r]
+    # a uniform guess over the 2000-token vocabulary scores ln(2000) = 7.6
+    assert len(evals) == 3 and evals[0] > evals[1] > evals[2] and evals[-1] < 6.6, evals
+
+
+def test_modernbert_and_whole_word(tiny_shards, tmp_path):
+    assert pretrain(tiny_shards, tmp_path, "model.arch=modernbert", "mlm.whole_word=true", "mlm.probability=0.3",
+                    "train.max_steps=3", "train.save_every=0", "train.eval_every=0") == 0
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "final")
+    assert type(model).__name__ == "ModernBertForMaskedLM"
+
+
+def test_vocab_mismatch_is_clear(tiny_shards, tmp_path, capsys):
+    broken = tmp_path / "shards"
+    shutil.copytree(tiny_shards, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["tokenizer"]["vocab_size"] += 5
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    assert pretrain(broken, tmp_path / "out", "train.max_steps=1") == 2
+    assert "vocab size mismatch" in capsys.readouterr().err
+
+
+def test_seq_len_beyond_positions_is_clear(tiny_shards, tmp_path, capsys):
+    assert pretrain(tiny_shards, tmp_path / "out", "train.max_steps=1", "model.max_position_embeddings=32") == 2
+    err = capsys.readouterr().err
+    assert "sequence length 64 exceeds model.max_position_embeddings=32" in err
+
+
+def test_missing_shards_is_clear(tmp_path, capsys):
+    assert pretrain(tmp_path / "nowhere", tmp_path / "out", "train.max_steps=1") == 2
+    assert "nowhere" in capsys.readouterr().err
