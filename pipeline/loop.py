@@ -17,6 +17,7 @@ to write a checkpoint and exit at the same step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.accel import check_prepared
+from pipeline.accel import check_prepared, clip_grad_norm
 from pipeline.batches import micro_batch_stream
 from pipeline.checkpoint import CheckpointManager, replace_dir, resolve_resume
 from pipeline.errors import PipelineError
@@ -47,8 +48,7 @@ class TrainTask:
     export: Callable[[object, torch.nn.Module, Path], None]  # (accelerator, prepared model, dir); collective
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None  # called on every process
     flops_per_token: float = 0.0
-    metric_for_best: str | None = None  # e.g. "eval/accuracy": export the best model, not the last
-    greater_is_better: bool = True
+    on_new_best: Callable[[torch.nn.Module, dict[str, float], int], None] | None = None  # (model, metrics, step)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -68,6 +68,8 @@ class _Sums:
 
     def add(self, out: dict[str, torch.Tensor], targets: int) -> None:
         for key, value in out.items():
+            if value.dim() != 0:  # only scalar sums are logged
+                continue
             value = value.detach().float()
             self.values[key] = self.values[key] + value if key in self.values else value
         self.targets += targets
@@ -98,13 +100,6 @@ def _global_scale(accelerator, micro_batches: list[dict], stop: StopSignal, grad
     total = accelerator.reduce(flags, reduction="sum")
     scale = (accelerator.num_processes * grad_accum) / total[0].clamp(min=1.0)
     return scale.float(), total[1]
-
-
-def _grad_norm(accelerator, model, max_norm: float):
-    norm = accelerator.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf"))
-    if norm is None:  # DeepSpeed before its first step
-        return torch.tensor(0.0)
-    return norm if isinstance(norm, torch.Tensor) else torch.tensor(float(norm))
 
 
 def _is_better(value: float, best: float | None, greater: bool) -> bool:
@@ -160,13 +155,15 @@ class _Trainer:
         self.model.train()
         self.last_eval = self.step
         self.logger.log(self.step, metrics)
-        key = self.task.metric_for_best
+        key = self.cfg.metric_for_best
         if key is not None:
             if key not in metrics:
                 raise PipelineError(f"train.metric_for_best={key!r} is not an evaluation metric: {sorted(metrics)}")
-            if _is_better(metrics[key], self.best, self.task.greater_is_better):
+            if _is_better(metrics[key], self.best, self.cfg.greater_is_better):
                 self.best = metrics[key]
                 self.task.export(self.acc, self.model, self.out / "best")
+                if self.task.on_new_best is not None:
+                    self.task.on_new_best(self.model, metrics, self.step)
         return metrics
 
     def train_step(self, micro_batches: list[dict], scale: torch.Tensor) -> None:
@@ -176,7 +173,7 @@ class _Trainer:
                 out = self.model(**_to_device(mb, self.acc.device))
                 self.acc.backward(out["loss_sum"] * scale)
                 if self.acc.sync_gradients:
-                    norm = _grad_norm(self.acc, self.model, self.cfg.max_grad_norm)
+                    norm = clip_grad_norm(self.acc, self.model, self.cfg.max_grad_norm)
                     self.sums.add_step(norm)
                     if self._step_allowed(norm):
                         self.optimizer.step()
@@ -217,6 +214,14 @@ class _Trainer:
         values["train/epoch"] = self.epoch_of(self.step)
         values["train/nonfinite_steps"] = self.nonfinite
         self.logger.log(self.step, values)
+
+
+def resolve_max_steps(cfg: TrainConfig, num_samples: int, num_processes: int) -> TrainConfig:
+    """``train.max_steps``, or ``train.epochs`` converted to optimizer steps for this global batch."""
+    if cfg.max_steps > 0:
+        return cfg
+    global_batch = cfg.batch_size * cfg.grad_accum * num_processes
+    return dataclasses.replace(cfg, max_steps=max(1, math.ceil(cfg.epochs * num_samples / global_batch)))
 
 
 def fit(accelerator, cfg: TrainConfig, task: TrainTask, output_dir: str | Path, config, epoch_of=None) -> dict:
@@ -273,7 +278,7 @@ def _after_step(trainer: _Trainer, cfg: TrainConfig) -> None:
 
 def _export_final(trainer: _Trainer) -> None:
     final, best = trainer.out / "final", trainer.out / "best"
-    if trainer.task.metric_for_best is not None and best.is_dir():
+    if trainer.cfg.metric_for_best is not None and best.is_dir():
         trainer.acc.wait_for_everyone()
         if trainer.acc.is_main_process:
             replace_dir(best, final)

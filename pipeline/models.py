@@ -114,6 +114,12 @@ def _token_ids(special_ids: dict[str, int]) -> dict[str, int]:
     return {f"{name}_token_id": ids[name] for name in ("pad", "cls", "sep", "mask")}
 
 
+def encoder_config(cfg: ModelConfig, *, vocab_size: int, special_ids: dict[str, int]) -> PreTrainedConfig:
+    """The transformers config (BertConfig / ModernBertConfig) for ``cfg``: also used by fine-tuning
+    from scratch (``model.init_from=none``) so both stages build the same architecture."""
+    return _hf_config(cfg, vocab_size, _token_ids(special_ids))
+
+
 def _hf_config(cfg: ModelConfig, vocab_size: int, token_ids: dict[str, int]) -> PreTrainedConfig:
     dims = resolve_dims(cfg)
     common = dict(

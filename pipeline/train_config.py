@@ -14,7 +14,8 @@ from pipeline.config import REQUIRED, ConfigError, option
 
 @dataclass
 class TrainConfig:
-    max_steps: int = option(REQUIRED, "optimizer steps to train for (finetune: 0 = derive from train.epochs)")
+    max_steps: int = option(0, "optimizer steps to train for; 0 = derive from train.epochs")
+    epochs: float = option(0.0, "passes over the training set, used when max_steps is 0 (finetune)")
     batch_size: int = option(
         REQUIRED, "micro-batch size per process; global batch = batch_size x grad_accum x processes"
     )
@@ -52,6 +53,8 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the model (in place: saved weights keep their plain names)")
     peak_tflops: float = option(0.0, "per-device peak TFLOP/s for MFU; 0 = measure once with a matmul probe")
     prefetch: int = option(4, "micro-batches prepared ahead by a background thread")
+    metric_for_best: str | None = option(None, "eval metric choosing the exported model, e.g. eval/accuracy (null = the last)")
+    greater_is_better: bool = option(True, "whether a larger metric_for_best is better (false for eval/loss)")
     on_nonfinite: Literal["skip", "stop"] = option(
         "stop", "a NaN/inf loss or gradient norm: skip that optimizer step, or stop"
     )
@@ -62,8 +65,10 @@ class TrainConfig:
         for key, value in positive.items():
             if value < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {value}")
-        if self.max_steps < 0:
-            raise ConfigError(f"train.max_steps must be >= 0, got {self.max_steps}")
+        if self.max_steps < 0 or self.epochs < 0:
+            raise ConfigError("train.max_steps and train.epochs must be >= 0")
+        if self.max_steps == 0 and self.epochs == 0:
+            raise ConfigError("set train.max_steps (optimizer steps) or train.epochs (passes over the data)")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if len(self.betas) != 2:

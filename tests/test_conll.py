@@ -101,8 +101,8 @@ def test_conll_errors_name_the_line(tmp_path):
         load_ner_splits(ner_cfg(bad, bad))
     empty = tmp_path / "empty.txt"
     empty.write_text("-DOCSTART- O\n\n", encoding="utf-8")
-    with pytest.raises(PipelineError, match="empty.txt: no sentences"):
-        read_conll(str(empty))
+    with pytest.raises(PipelineError, match="empty.txt: no sentences"):  # an empty validation set
+        load_ner_splits(ner_cfg(iob1, str(empty)))
     two_col = tmp_path / "cols.txt"
     two_col.write_text("B-PER John x\n", encoding="utf-8")
     assert read_conll(str(two_col), token_column=1, tag_column=0)[0].tags == ["B-PER"]

@@ -267,3 +267,18 @@ def test_hub_dataset_paths(monkeypatch):
         PipelineError, match="taken as a Hugging Face hub dataset.*ConnectionError: no network"
     ):
         read_table("offline/data", cfg)
+
+
+def test_line_endings_long_fields_and_odd_characters(tmp_path):
+    crlf = tmp_path / "crlf.tsv"
+    crlf.write_bytes(b"sentence\tlabel\r\nfirst\t1\r\nsecond\t0\r\n")
+    rows, _ = read_table(str(crlf), data_cfg(), label_names=["0", "1"])
+    assert [(e.text, e.label, e.line) for e in rows] == [("first", 1, 2), ("second", 0, 3)]
+    jsonl = write(
+        tmp_path / "sep.jsonl", '{"sentence": "a\u2028b", "label": 1}\n{"sentence": "c", "label": 0}\n'
+    )
+    rows, _ = read_table(jsonl, data_cfg())
+    assert [(e.text, e.line) for e in rows] == [("a\u2028b", 1), ("c", 2)]  # U+2028 is not a line break
+    huge = write(tmp_path / "huge.tsv", "sentence\tlabel\nok\t1\n" + "x" * 200_000 + "\t0\n")
+    with pytest.raises(PipelineError, match=r"huge.tsv:3: unreadable row \(field larger than field limit"):
+        read_table(huge, data_cfg())

@@ -22,7 +22,7 @@ from pipeline.batches import GlobalBatchPlan
 from pipeline.checkpoint import export_model
 from pipeline.config import REQUIRED, option, section
 from pipeline.errors import PipelineError
-from pipeline.loop import TrainTask, fit
+from pipeline.loop import TrainTask, fit, resolve_max_steps
 from pipeline.masking import Masker, MaskingConfig
 from pipeline.mlm_data import mlm_evaluator, train_batch_fn
 from pipeline.models import ModelConfig, SparseMLM, build_mlm_model, mlm_flops_per_token, unwrap_mlm
@@ -73,7 +73,7 @@ def build_task(cfg: Config, accelerator) -> tuple[TrainTask, GlobalBatchPlan]:
         special_ids=[v for v in ids.values() if v is not None], mask_id=ids["mask_id"],
         continuation=word_continuation_table(tokenizer) if cfg.mlm.whole_word else None,
     )
-    t = cfg.train
+    t = cfg.train = resolve_max_steps(cfg.train, len(train), accelerator.num_processes)
     plan = GlobalBatchPlan(len(train), t.batch_size, t.grad_accum, accelerator.num_processes, accelerator.process_index, t.seed)
     evaluate = None
     validation = ShardReader(cfg.data.shards, "validation", verify=cfg.data.verify)

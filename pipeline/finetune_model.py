@@ -1,0 +1,121 @@
+"""Fine-tuning models: a transformers head (sequence / token classification) plus its summed loss.
+
+``model.init_from`` is a directory produced by ``pipeline pretrain`` (its ``final/``) or any local
+Hugging Face model directory; ``none`` builds the same architecture from a size preset with random
+weights (to measure what pretraining buys).  :class:`FinetuneModel` returns the *summed* loss and
+the number of correct predictions, like ``SparseMLM``, so the shared loop normalises by the
+global number of targets (examples, or labelled tokens for NER).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+
+from pipeline.config import REQUIRED, option
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.models import ModelConfig, encoder_config
+
+IGNORE_INDEX = -100
+TaskType = Literal["classification", "regression", "ner"]
+
+
+@dataclass
+class FinetuneModelConfig(ModelConfig):
+    """The ``model`` section of ``pipeline finetune`` (size keys apply to init_from=none only)."""
+
+    init_from: str = option(REQUIRED, "pretrained model directory (a pretrain run's final/ or any local HF model), or none")
+    tokenizer: str | None = option(None, "tokenizer directory; default: the one saved in init_from (required for none)")
+    classifier_dropout: float | None = option(None, "dropout before the classification head (null = model default)")
+    trust_remote_code: bool = option(False, "allow model code shipped inside init_from (off: never run downloaded code)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.init_from == "none" and not self.tokenizer:
+            raise ConfigError("model.init_from=none needs model.tokenizer (a tokenizer directory)")
+
+
+def load_tokenizer(cfg: FinetuneModelConfig):
+    source = cfg.tokenizer or cfg.init_from
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"cannot load a tokenizer from {source}: {e}") from None
+
+
+def _head_class(task: TaskType):
+    return AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
+
+
+def build_model(cfg: FinetuneModelConfig, task: TaskType, label_names: list[str], tokenizer) -> PreTrainedModel:
+    num_labels = 1 if task == "regression" else len(label_names)
+    labels = {} if task == "regression" else {
+        "id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    extra = {"num_labels": num_labels, "problem_type": "regression" if task == "regression" else None, **labels}
+    if cfg.classifier_dropout is not None:
+        extra["classifier_dropout"] = cfg.classifier_dropout
+    if cfg.init_from == "none":
+        ids = {"pad": tokenizer.pad_token_id, "cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id,
+               "mask": tokenizer.mask_token_id}
+        config = encoder_config(cfg, vocab_size=len(tokenizer), special_ids=ids)
+        for key, value in extra.items():
+            setattr(config, key, value)
+        return _head_class(task).from_config(config)
+    path = Path(cfg.init_from)
+    if not (path / "config.json").is_file():
+        raise PipelineError(f"model.init_from={path} is not a model directory (no config.json); point it at a "
+                            "pretrain run's final/ or a local Hugging Face model, or use none")
+    try:
+        AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+        return _head_class(task).from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
+                                                 attn_implementation=cfg.attn_implementation, **extra)
+    except (OSError, ValueError, KeyError) as e:
+        raise PipelineError(f"cannot load a model from model.init_from={path}: {e}") from None
+
+
+class FinetuneModel(torch.nn.Module):
+    """forward(**batch) -> {"loss_sum", "correct"} summed over the batch's targets (+ "predictions" if asked)."""
+
+    def __init__(self, model: PreTrainedModel, task: TaskType):
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, input_ids, attention_mask, labels=None, token_type_ids=None, weight=None, predict: bool = False):
+        """``weight`` [B] (optional) scales each example's loss; evaluation uses 0 for padding rows."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        logits = self.model(**inputs).logits.float()
+        predictions = logits.squeeze(-1) if self.task == "regression" else logits.argmax(dim=-1)
+        out = {"predictions": predictions.detach()} if predict else {}
+        if labels is None:
+            return out
+        if self.task == "regression":
+            losses = (predictions - labels.float()) ** 2
+            correct = torch.zeros_like(losses)
+        else:
+            losses = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                     reduction="none").view(labels.shape)
+            correct = ((predictions == labels) & (labels != IGNORE_INDEX)).float()
+        if weight is not None:
+            shape = (-1,) + (1,) * (losses.dim() - 1)
+            losses, correct = losses * weight.view(shape), correct * weight.view(shape)
+        out["loss_sum"], out["correct"] = losses.sum(), correct.sum()
+        return out
+
+
+def count_targets(batch: dict) -> int:
+    labels = batch["labels"]
+    return int((labels != IGNORE_INDEX).sum()) if labels.dim() > 1 else int(labels.numel())

@@ -1,0 +1,142 @@
+"""Fine-tune a pretrained encoder: sequence classification / regression (single or pair) and NER.
+
+Run:
+    pipeline finetune --config configs/finetune/sst2.yaml model.init_from=runs/pretrain/final
+    accelerate launch --config_file launch/accelerate/ddp.yaml -m pipeline finetune --config configs/finetune/mrpc.yaml
+
+Trains on the same loop as pretraining (``pipeline.loop.fit``) with dynamic padding; evaluates on
+``data.validation`` every ``train.eval_every`` steps; exports the best model by
+``train.metric_for_best`` to ``<output_dir>/final/`` and writes ``eval_results.json`` (its metrics)
+and ``predictions.tsv`` (``data.test`` predicted by that model).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from pipeline.accel import make_accelerator
+from pipeline.batches import GlobalBatchPlan
+from pipeline.checkpoint import export_model
+from pipeline.config import REQUIRED, option, section
+from pipeline.conll import conll_prediction_lines, load_ner_splits
+from pipeline.finetune_data import FinetuneDataConfig, load_splits
+from pipeline.finetune_eval import eval_scalars, predict, split_metrics
+from pipeline.finetune_features import ClassificationDataset, TokenClassificationDataset, collate_dynamic, word_predictions
+from pipeline.finetune_model import FinetuneModel, FinetuneModelConfig, build_model, count_targets, load_tokenizer
+from pipeline.loop import TrainTask, fit, resolve_max_steps
+from pipeline.outputs import prepare_output_dir, write_json
+from pipeline.train_config import TrainConfig
+
+DEFAULT_METRIC = {"classification": "eval/accuracy", "regression": "eval/pearson", "ner": "eval/f1"}
+
+
+@dataclass
+class TaskConfig:
+    type: Literal["classification", "regression", "ner"] = option(REQUIRED, "classification | regression | ner")
+
+
+@dataclass
+class Config:
+    output_dir: str = option(REQUIRED, "run directory: final/, eval_results.json, predictions.tsv, checkpoints/, tensorboard/")
+    task: TaskConfig = section(TaskConfig, "what to learn")
+    data: FinetuneDataConfig = section(FinetuneDataConfig, "labelled files")
+    model: FinetuneModelConfig = section(FinetuneModelConfig, "starting point")
+    train: TrainConfig = section(TrainConfig, "optimisation, evaluation, checkpointing")
+
+
+def _datasets(cfg: Config, tokenizer):
+    """(train, validation, test | None, label_names) as tokenized datasets."""
+    if cfg.task.type == "ner":
+        splits = load_ner_splits(cfg.data)
+        label2id = {t: i for i, t in enumerate(splits.tag_names)}
+        c = cfg.data.conll
+        make = partial(TokenClassificationDataset, tokenizer=tokenizer, label2id=label2id, max_length=cfg.data.max_length,
+                       stride=c.stride, label_all_subtokens=c.label_all_subtokens)
+        sets = [make(s) if s else None for s in (splits.train, splits.validation, splits.test)]
+        return (*sets, splits.tag_names)
+    splits = load_splits(cfg.data, cfg.task.type)
+    make = partial(ClassificationDataset, tokenizer=tokenizer, max_length=cfg.data.max_length)
+    sets = [make(s) if s else None for s in (splits.train, splits.validation, splits.test)]
+    return (*sets, splits.label_names)
+
+
+def _train_batch_fn(dataset, plan: GlobalBatchPlan, pad_id: int):
+    def make_batch(step: int, micro: int) -> dict:
+        indices = plan.samples(plan.positions(step, micro))
+        batch = collate_dynamic([dataset[int(i)] for i in indices], pad_id)
+        batch["num_targets"] = count_targets(batch)
+        batch["num_tokens"] = int(batch["attention_mask"].sum())
+        return batch
+
+    return make_batch
+
+
+def _write_predictions(path: Path, task: str, dataset, predictions: list[np.ndarray], label_names: list[str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    if task == "ner":
+        tags = word_predictions(dataset, predictions, label_names)
+        tmp.write_text("\n".join(conll_prediction_lines(dataset.sentences, tags)) + "\n", encoding="utf-8")
+    else:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+            out.writerow(["index", "text", "text_pair", "prediction"])
+            for example, pred in zip(dataset.examples, predictions):
+                label = f"{float(pred):.6g}" if task == "regression" else label_names[int(pred)]
+                out.writerow([example.index, example.text, example.text_pair or "", label])
+    tmp.replace(path)
+
+
+def run(cfg: Config) -> int:
+    accelerator = make_accelerator(cfg.train, cfg.output_dir)
+    output_dir = prepare_output_dir(cfg.output_dir, cfg, accelerator)
+    tokenizer = load_tokenizer(cfg.model)
+    train_set, val_set, test_set, label_names = _datasets(cfg, tokenizer)
+    task_type, pad_id = cfg.task.type, tokenizer.pad_token_id
+    train_cfg = resolve_max_steps(cfg.train, len(train_set), accelerator.num_processes)
+    if train_cfg.metric_for_best is None:
+        train_cfg = replace(train_cfg, metric_for_best=DEFAULT_METRIC[task_type], greater_is_better=True)
+    hf_model = build_model(cfg.model, task_type, label_names, tokenizer)
+    plan = GlobalBatchPlan(len(train_set), train_cfg.batch_size, train_cfg.grad_accum, accelerator.num_processes,
+                           accelerator.process_index, train_cfg.seed)
+    eval_bs = train_cfg.batch_size * 2
+
+    def evaluate(model) -> dict[str, float]:
+        preds, loss_sum, count = predict(accelerator, model, val_set, eval_bs, pad_id)
+        return eval_scalars(split_metrics(task_type, val_set, preds, label_names), loss_sum, count)
+
+    def on_new_best(model, metrics: dict[str, float], step: int) -> None:
+        test_preds = predict(accelerator, model, test_set, eval_bs, pad_id)[0] if test_set is not None else None
+        if accelerator.is_main_process:
+            write_json(output_dir / "eval_results.json", {"step": step, **metrics})
+            if test_preds is not None:
+                _write_predictions(output_dir / "predictions.tsv", task_type, test_set, test_preds, label_names)
+
+    tokenizer_dir = Path(cfg.model.tokenizer or cfg.model.init_from)
+    task = TrainTask(
+        model=FinetuneModel(hf_model, task_type),
+        make_batch=_train_batch_fn(train_set, plan, pad_id),
+        export=lambda acc, model, path: export_model(acc, model, hf_model, path, tokenizer_dir),
+        evaluate=evaluate,
+        on_new_best=on_new_best,
+        # 6 x matmul parameters (embedding lookups are not matmuls); attention scores are left out
+        flops_per_token=6 * sum(p.numel() for n, p in hf_model.named_parameters() if p.dim() > 1 and "embed" not in n),
+    )
+    summary = fit(accelerator, train_cfg, task, output_dir, cfg, epoch_of=plan.epoch_of)
+    if accelerator.is_main_process:
+        write_json(output_dir / "summary.json", summary)
+        _print_results(output_dir)
+    return 0 if summary["completed"] else 75
+
+
+def _print_results(output_dir: Path) -> None:
+    import json
+
+    results = json.loads((output_dir / "eval_results.json").read_text())
+    shown = {k: round(v, 4) for k, v in results.items() if isinstance(v, float) and k.count("/") == 1}
+    print(f"best validation metrics: {shown}")
