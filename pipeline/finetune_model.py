@@ -46,7 +46,15 @@ class FinetuneModelConfig(ModelConfig):
             raise ConfigError("model.init_from=none needs model.tokenizer (a tokenizer directory)")
 
 
+def check_init_from(cfg: FinetuneModelConfig) -> None:
+    path = Path(cfg.init_from)
+    if cfg.init_from != "none" and not (path / "config.json").is_file():
+        raise PipelineError(f"model.init_from={path} is not a model directory (no config.json); point it at a "
+                            "pretrain run's final/ or a local Hugging Face model, or use none")
+
+
 def load_tokenizer(cfg: FinetuneModelConfig):
+    check_init_from(cfg)
     source = cfg.tokenizer or cfg.init_from
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
@@ -72,10 +80,8 @@ def build_model(cfg: FinetuneModelConfig, task: TaskType, label_names: list[str]
         for key, value in extra.items():
             setattr(config, key, value)
         return _head_class(task).from_config(config)
+    check_init_from(cfg)
     path = Path(cfg.init_from)
-    if not (path / "config.json").is_file():
-        raise PipelineError(f"model.init_from={path} is not a model directory (no config.json); point it at a "
-                            "pretrain run's final/ or a local Hugging Face model, or use none")
     try:
         AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
         return _head_class(task).from_pretrained(path, trust_remote_code=cfg.trust_remote_code,

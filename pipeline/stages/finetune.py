@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from accelerate.utils import set_seed
 
 from pipeline.accel import make_accelerator
 from pipeline.batches import GlobalBatchPlan
@@ -101,6 +102,7 @@ def run(cfg: Config) -> int:
     train_cfg = resolve_max_steps(cfg.train, len(train_set), accelerator.num_processes)
     if train_cfg.metric_for_best is None:
         train_cfg = replace(train_cfg, metric_for_best=DEFAULT_METRIC[task_type], greater_is_better=True)
+    set_seed(train_cfg.seed)  # head initialisation and dropout
     hf_model = build_model(cfg.model, task_type, label_names, tokenizer)
     plan = GlobalBatchPlan(len(train_set), train_cfg.batch_size, train_cfg.grad_accum, accelerator.num_processes,
                            accelerator.process_index, train_cfg.seed)
@@ -130,7 +132,8 @@ def run(cfg: Config) -> int:
     summary = fit(accelerator, train_cfg, task, output_dir, cfg, epoch_of=plan.epoch_of)
     if accelerator.is_main_process:
         write_json(output_dir / "summary.json", summary)
-        _print_results(output_dir)
+        if summary["completed"]:
+            _print_results(output_dir)
     return 0 if summary["completed"] else 75
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
 from pipeline.accel import make_accelerator
@@ -64,7 +64,7 @@ def load_tokenizer(reader: ShardReader):
 def build_task(cfg: Config, accelerator) -> tuple[TrainTask, GlobalBatchPlan]:
     train = ShardReader(cfg.data.shards, "train", verify=cfg.data.verify)
     tokenizer = load_tokenizer(train)
-    torch.manual_seed(cfg.train.seed)
+    set_seed(cfg.train.seed)  # initialisation and dropout
     hf_model = build_mlm_model(cfg.model, vocab_size=train.vocab_size, special_ids=train.special_ids, seq_len=train.seq_len)
     train.check_compatible(vocab_size=hf_model.config.vocab_size, max_positions=cfg.model.max_position_embeddings)
     ids = train.special_ids
