@@ -6,7 +6,9 @@ hardware, number of processes, DDP / FSDP / DeepSpeed and mixed precision.  This
 * applies the CPU-only shim when no CUDA device exists (see :func:`_cpu_state`), so the same
   multi-process paths run over gloo on a CPU box and in CI;
 * fills the DeepSpeed config values that Accelerate leaves as "auto" from the ``train`` section
-  (micro-batch size, clipping), since our loop does not hand DeepSpeed a dataloader;
+  (micro-batch size, clipping), since our loop does not hand DeepSpeed a dataloader, and makes
+  ZeRO-3 gather full weights on save (the export of ``final/`` needs them);
+* hides backend differences of the gradient norm (:func:`clip_grad_norm`);
 * points TensorBoard at ``<output_dir>/tensorboard``.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedType, ProjectConfiguration
 
 from pipeline.errors import PipelineError
@@ -55,15 +58,28 @@ def _fill_deepspeed_auto(accelerator: Accelerator, cfg: TrainConfig) -> None:
     if plugin is None:
         return
     ds = plugin.deepspeed_config
-    if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
-        ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
-    if ds.get("gradient_clipping", "auto") == "auto":
-        ds["gradient_clipping"] = cfg.max_grad_norm
+    for key, ours, name in (
+        ("train_micro_batch_size_per_gpu", cfg.batch_size, "train.batch_size"),
+        ("gradient_clipping", cfg.max_grad_norm, "train.max_grad_norm"),
+    ):
+        if ds.get(key, "auto") == "auto":
+            ds[key] = ours
+        elif float(ds[key]) != float(ours):
+            raise PipelineError(
+                f"the DeepSpeed config sets {key}={ds[key]} but {name}={ours}: set it to 'auto' (or leave it out) "
+                "in the launch config; the pipeline config decides it"
+            )
     ds["train_batch_size"] = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+    zero = ds.setdefault("zero_optimization", {})
+    if zero.get("stage") == 3:  # export of final/ needs the full weights gathered from the ZeRO-3 shards
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
 
 
 def make_accelerator(cfg: TrainConfig, output_dir: str | Path, log: bool = True) -> Accelerator:
     _check_launch_matches_hardware()
+    # one Accelerator per stage: `pipeline run` builds several in one process (the process group stays)
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     if not torch.cuda.is_available():
         _cpu_state()
     project = ProjectConfiguration(
@@ -77,6 +93,21 @@ def make_accelerator(cfg: TrainConfig, output_dir: str | Path, log: bool = True)
     )
     _fill_deepspeed_auto(accelerator, cfg)
     return accelerator
+
+
+def clip_grad_norm(accelerator: Accelerator, model: torch.nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip gradients to ``max_norm`` (0 = no clipping) and return the global norm as a plain tensor.
+
+    Backend differences hidden here: DeepSpeed clips inside its own step (``gradient_clipping``, see
+    :func:`_fill_deepspeed_auto`) and reports the norm (None before its first step); FSDP2 returns
+    the norm as a replicated DTensor, which cannot be mixed with plain tensors in the loop's sums.
+    """
+    norm = accelerator.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf"))
+    if norm is None:
+        return torch.tensor(0.0)
+    if hasattr(norm, "full_tensor"):  # torch.distributed.tensor.DTensor
+        norm = norm.full_tensor()
+    return norm if isinstance(norm, torch.Tensor) else torch.tensor(float(norm))
 
 
 def check_prepared(accelerator: Accelerator, cfg: TrainConfig) -> None:

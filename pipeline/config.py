@@ -88,6 +88,8 @@ def _type_name(tp: Any) -> str:
     if origin is list:
         (inner,) = get_args(tp) or (Any,)
         return f"list[{_type_name(inner)}]"
+    if tp is dict or origin is dict:
+        return "mapping"
     if tp is type(None):
         return "null"
     return getattr(tp, "__name__", str(tp))
@@ -119,6 +121,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
         return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{key}: expected a mapping of keys, got {value!r}")
     if tp is type(None):
         if value is None:
             return None
@@ -151,7 +157,7 @@ def _unknown_key(key: str, known: list[str]) -> ConfigError:
     short = key.rsplit(".", 1)[-1]
     prefix = key[: -len(short)]
     hint = difflib.get_close_matches(short, known, n=1, cutoff=0.6)
-    extra = f" Did you mean {prefix}{hint[0]!r}?" if hint else f" Known keys here: {', '.join(known)}."
+    extra = f" Did you mean '{prefix}{hint[0]}'?" if hint else f" Known keys here: {', '.join(known)}."
     return ConfigError(f"unknown config key {key!r}.{extra}")
 
 
@@ -239,9 +245,14 @@ def load_config(cls: type, config_file: str | Path | None = None, overrides: lis
     return _build(cls, tree)
 
 
-def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Build (and check) a config from a plain nested dict."""
-    return _build(cls, data)
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build (and check) a config from a plain nested dict; errors name keys under ``prefix``."""
+    try:
+        return _build(cls, data, prefix)
+    except ConfigError as e:
+        if prefix and prefix not in str(e):  # a validate() message that does not name the section
+            raise ConfigError(f"in section {prefix.rstrip('.')!r}: {e}") from None
+        raise
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

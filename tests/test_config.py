@@ -64,7 +64,7 @@ def test_int_promotes_to_float_and_single_item_to_list(tmp_path):
         (["output_dir=o", "train.steps=abc"], r"train.steps: expected int"),
         (["output_dir=o", "flag=3"], r"flag: expected bool"),
         (["output_dir=o", "train.kind=c"], r"train.kind: 'c' is not one of 'a' \| 'b'"),
-        (["output_dir=o", "train.lrr=1"], r"unknown config key 'train.lrr'. Did you mean train.'lr'"),
+        (["output_dir=o", "train.lrr=1"], r"unknown config key 'train.lrr'. Did you mean 'train.lr'"),
         (["output_dir=o", "trian.lr=1"], r"unknown config key 'trian'. Did you mean 'train'"),
         ([], r"missing required config key 'output_dir'"),
         (["output_dir=o", "train=5"], r"train: expected a section"),

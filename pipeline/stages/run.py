@@ -1,0 +1,126 @@
+"""The whole pipeline in one command: tokenizer -> shard -> pretrain -> finetune.
+
+Run:
+    pipeline run --config configs/quickstart.yaml
+    pipeline run --config configs/quickstart.yaml corpus=[../shared/data/wikitext-2/train.txt] ...  (local data)
+
+Each section (``tokenizer``, ``shard``, ``pretrain``, ``finetune``) takes the keys of that stage
+(``pipeline <stage> --help``) except the ones this command wires together: inputs, output
+directories, ``shard.tokenizer``, ``pretrain.data.shards`` and ``finetune.model.init_from``.
+Outputs go to ``<output_dir>/{tokenizer,shards,pretrain,finetune}``.  A stage whose output is
+already complete is skipped, so rerunning after an interruption resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import REQUIRED, from_dict, option, save_config, section
+from pipeline.corpus import CorpusConfig
+from pipeline.errors import ConfigError
+from pipeline.stages import finetune, pretrain, shard, tokenizer
+
+STAGE_ORDER = ("tokenizer", "shard", "pretrain", "finetune")
+MODULES = {"tokenizer": tokenizer, "shard": shard, "pretrain": pretrain, "finetune": finetune}
+
+
+@dataclass
+class Config:
+    output_dir: str = option(REQUIRED, "root directory; each stage writes to a subdirectory named after it")
+    corpus: list[str] = option(REQUIRED, "pretraining text (files, globs or a hub dataset name) for tokenizer and shard")
+    corpus_format: CorpusConfig = section(CorpusConfig, "how the corpus is read (both tokenizer and shard)")
+    stages: list[str] = option(list(STAGE_ORDER), "stages to run, in pipeline order")
+    tokenizer: dict = option({}, "keys of `pipeline tokenizer` (input/output_dir are wired)")
+    shard: dict = option({}, "keys of `pipeline shard` (input/tokenizer/output_dir are wired)")
+    pretrain: dict = option({}, "keys of `pipeline pretrain` (data.shards/output_dir are wired)")
+    finetune: dict = option({}, "keys of `pipeline finetune` (model.init_from/output_dir are wired)")
+
+    def validate(self) -> None:
+        unknown = [s for s in self.stages if s not in STAGE_ORDER]
+        if unknown:
+            raise ConfigError(f"stages: unknown stage(s) {unknown}; choose from {list(STAGE_ORDER)}")
+        stage_configs(self)  # type-check every section now, not after an hour of pretraining
+
+
+def _merge(user: dict, wired: dict) -> dict:
+    out = dict(user)
+    for key, value in wired.items():
+        if isinstance(value, dict):
+            out[key] = _merge(out.get(key) or {}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def stage_configs(cfg: Config) -> dict[str, Any]:
+    root = Path(cfg.output_dir)
+    corpus = dataclasses.asdict(cfg.corpus_format)
+    wired = {
+        "tokenizer": {"input": cfg.corpus, "output_dir": str(root / "tokenizer"), "corpus": corpus},
+        "shard": {"input": cfg.corpus, "tokenizer": str(root / "tokenizer"), "output_dir": str(root / "shards"),
+                  "corpus": corpus},
+        "pretrain": {"data": {"shards": str(root / "shards")}, "output_dir": str(root / "pretrain")},
+        "finetune": {"model": {"init_from": str(root / "pretrain" / "final")}, "output_dir": str(root / "finetune")},
+    }
+    return {name: from_dict(MODULES[name].Config, _merge(getattr(cfg, name), wired[name]), prefix=f"{name}.")
+            for name in STAGE_ORDER}
+
+
+def is_complete(name: str, cfg) -> bool:
+    out = Path(cfg.output_dir)
+    if name == "tokenizer":
+        return (out / "tokenizer.json").is_file() and (out / "config.yaml").is_file()
+    if name == "shard":
+        return (out / "manifest.json").is_file()
+    if name == "pretrain":
+        return _completed(out) and (out / "final" / "config.json").is_file()
+    return _completed(out) and (out / "eval_results.json").is_file()
+
+
+def _completed(out: Path) -> bool:
+    try:
+        return bool(json.loads((out / "summary.json").read_text())["completed"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _wait_for(name: str, cfg, poll: float = 2.0) -> None:
+    """Non-main processes of a multi-process launch wait while rank 0 runs a data stage."""
+    while not is_complete(name, cfg):
+        time.sleep(poll)
+
+
+def run(cfg: Config) -> int:
+    configs = stage_configs(cfg)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+    for name in [s for s in STAGE_ORDER if s in cfg.stages]:
+        if is_complete(name, configs[name]):
+            print(f"[run] {name}: complete in {configs[name].output_dir}, skipped")
+            continue
+        print(f"[run] {name} -> {configs[name].output_dir}")
+        if name in ("tokenizer", "shard") and rank != 0:
+            _wait_for(name, configs[name])  # data stages run once, on the first process
+            continue
+        code = MODULES[name].run(configs[name])
+        if code:
+            print(f"[run] {name} exited with {code}; rerun the same command to resume")
+            return code
+    if rank == 0:
+        print_summary(configs)
+    return 0
+
+
+def print_summary(configs: dict[str, Any]) -> None:
+    from pipeline.run_summary import summary_rows
+
+    rows = summary_rows(configs)
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(["", "pipeline run summary", "-" * 60] + [f"{k:<{width}}  {v}" for k, v in rows]))
