@@ -1,0 +1,208 @@
+"""Encoding side of ``pipeline shard``: tokenize this worker's input files into work units.
+
+Called by :func:`pipeline.shard_writer.build_shards`; the unit layout and resume rules are in
+:mod:`pipeline.shard_plan`.  Documents are streamed from :mod:`pipeline.corpus`, tokenized in
+batches of ``batch_size`` by the Rust encoder (``encode_batch_fast``, no special tokens) spread
+over ``num_proc`` spawned processes, split train/validation by a hash of (seed, file name,
+document index), and appended to the current unit.  At most ``2 * num_proc`` batches are in
+flight, so memory stays flat whatever the corpus size.  With ``num_proc=1`` everything runs in
+this process (the Rust encoder may still use threads unless TOKENIZERS_PARALLELISM=false).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.corpus import iter_documents
+from pipeline.shard_plan import Plan, UnitWriter, file_marker, source_name, unit_record, write_file_marker
+from pipeline.shards import DTYPES
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def split_key(seed: int, name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{seed}\0{name}".encode(), digest_size=8).digest(), "little")
+
+
+def validation_mask(key: int, first_index: int, count: int, val_fraction: float) -> np.ndarray:
+    """Which of documents ``first_index .. first_index+count-1`` of a file go to validation
+    (splitmix64 of the file key and the document index, compared with ``val_fraction``)."""
+    if val_fraction <= 0:
+        return np.zeros(count, dtype=bool)
+    x = np.uint64(key) + np.arange(first_index, first_index + count, dtype=np.uint64) * _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * _MIX1
+    x = (x ^ (x >> np.uint64(27))) * _MIX2
+    x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53) < val_fraction
+
+
+# ----------------------------------------------------------------------------- encoding
+
+_TOKENIZER: Any = None  # the Rust tokenizer of this process (set by _init_encoder)
+
+
+def _init_encoder(tokenizer_json: str, single_thread: bool) -> None:
+    global _TOKENIZER
+    if single_thread:  # pool workers: parallelism comes from the processes
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from tokenizers import Tokenizer
+
+    _TOKENIZER = Tokenizer.from_str(tokenizer_json)
+    _TOKENIZER.no_truncation()
+    _TOKENIZER.no_padding()
+
+
+@dataclass
+class EncodeTask:
+    texts: list[str]
+    first_index: int  # index of texts[0] among its file's documents
+    split_key: int
+    val_fraction: float
+    sep_id: int
+    dtype: str
+
+
+@dataclass
+class Encoded:
+    streams: dict[str, np.ndarray]  # split -> tokens of its documents, each followed by [SEP]
+    documents: dict[str, int]  # split -> non-empty documents
+    documents_read: int
+
+
+def encode_task(task: EncodeTask) -> Encoded:
+    encodings = _TOKENIZER.encode_batch_fast(task.texts, add_special_tokens=False)
+    ids = [e.ids for e in encodings]
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    dtype = DTYPES[task.dtype]
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
+    is_val = validation_mask(task.split_key, task.first_index, len(ids), task.val_fraction)
+    doc_of_token = np.repeat(np.arange(len(ids)), lengths)
+    streams, documents = {}, {}
+    for split, selected in (("train", ~is_val), ("validation", is_val)):
+        selected = selected & (lengths > 0)  # a document that tokenizes to nothing is dropped
+        tokens = flat[selected[doc_of_token]]
+        streams[split] = np.insert(tokens, np.cumsum(lengths[selected]), task.sep_id).astype(
+            dtype, copy=False
+        )
+        documents[split] = int(selected.sum())
+    return Encoded(streams, documents, len(ids))
+
+
+@dataclass
+class _Item:
+    """One step of the encode plan, consumed in order: a batch, or the end of a unit/file."""
+
+    kind: str  # "batch" | "unit_done" | "unit_reused" | "file_done" | "file_reused"
+    file_index: int
+    chunk: int
+    task: EncodeTask | None = None
+    documents: int = 0
+
+
+def _batches(docs: Iterator[str], size: int) -> Iterator[list[str]]:
+    while batch := list(itertools.islice(docs, size)):
+        yield batch
+
+
+def _file_items(plan: Plan, file_index: int) -> Iterator[_Item]:
+    """The encode plan of one file; complete, checksum-valid units are skipped (resume)."""
+    marker = file_marker(plan, file_index)
+    if marker and all(unit_record(plan, file_index, c, True) for c in range(marker["chunks"])):
+        yield _Item("file_reused", file_index, marker["chunks"], documents=marker["documents_read"])
+        return
+    cfg, source = plan.cfg, plan.sources[file_index]
+    docs = iter_documents(source, cfg.corpus)
+    key, index, chunk = split_key(cfg.seed, source_name(source)), 0, 0
+    while (first := next(docs, None)) is not None:
+        unit_docs = itertools.chain([first], itertools.islice(docs, cfg.docs_per_unit - 1))
+        if unit_record(plan, file_index, chunk, True):
+            skipped = sum(1 for _ in unit_docs)
+            yield _Item("unit_reused", file_index, chunk, documents=skipped)
+            index += skipped
+        else:
+            for texts in _batches(unit_docs, cfg.batch_size):
+                task = EncodeTask(
+                    texts,
+                    index,
+                    key,
+                    cfg.val_fraction,
+                    plan.tokenizer.special_ids["sep_id"],
+                    plan.tokenizer.dtype,
+                )
+                yield _Item("batch", file_index, chunk, task=task)
+                index += len(texts)
+            yield _Item("unit_done", file_index, chunk)
+        chunk += 1
+    yield _Item("file_done", file_index, chunk, documents=index)
+
+
+@contextmanager
+def _encoder_pool(plan: Plan):
+    if plan.num_proc <= 1:
+        _init_encoder(plan.tokenizer.backend_json, single_thread=False)
+        yield None
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process with tokenizer threads
+    with context.Pool(plan.num_proc, _init_encoder, (plan.tokenizer.backend_json, True)) as pool:
+        yield pool
+
+
+def _in_order(pool: Any, items: Iterator[_Item], window: int) -> Iterator[tuple[_Item, Encoded | None]]:
+    """Encode the batch items (in ``pool`` if any), yielding every item in order with its result;
+    at most ``window`` items are in flight, so memory does not grow with the corpus."""
+    pending: deque[tuple[_Item, Any]] = deque()
+    for item in items:
+        result = None
+        if item.task is not None:
+            result = pool.apply_async(encode_task, (item.task,)) if pool else encode_task(item.task)
+        pending.append((item, result))
+        while len(pending) > window:
+            yield _resolved(*pending.popleft())
+    while pending:
+        yield _resolved(*pending.popleft())
+
+
+def _resolved(item: _Item, result: Any) -> tuple[_Item, Encoded | None]:
+    return item, (result.get() if hasattr(result, "get") else result)
+
+
+def encode_parts(plan: Plan, progress: Any) -> dict[str, int]:
+    """Encode this worker's files into units, reusing valid ones; returns the units encoded / reused.
+    ``progress`` is a tqdm-like bar updated with documents read."""
+    plan.units_dir.mkdir(parents=True, exist_ok=True)
+    counts = {"units_encoded": 0, "units_reused": 0}
+    writers: dict[tuple[int, int], UnitWriter] = {}
+    items = itertools.chain.from_iterable(_file_items(plan, index) for index in plan.mine)
+    try:
+        with _encoder_pool(plan) as pool:
+            for item, encoded in _in_order(pool, items, window=2 * plan.num_proc):
+                unit = (item.file_index, item.chunk)
+                if item.kind == "batch":
+                    if unit not in writers:
+                        writers[unit] = UnitWriter(plan, *unit)
+                    writers[unit].add(encoded)
+                    progress.update(encoded.documents_read)
+                elif item.kind == "unit_done":
+                    writers[unit].commit()
+                    del writers[unit]  # only once committed: a failed commit is still aborted below
+                    counts["units_encoded"] += 1
+                elif item.kind in ("unit_reused", "file_reused"):
+                    progress.update(item.documents)
+                    counts["units_reused"] += 1 if item.kind == "unit_reused" else item.chunk
+                else:
+                    write_file_marker(plan, item.file_index, chunks=item.chunk, documents=item.documents)
+    finally:
+        for writer in writers.values():  # an interrupted unit leaves no temp files behind
+            writer.abort()
+    return counts
