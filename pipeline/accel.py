@@ -43,13 +43,13 @@ def _cpu_state() -> None:
 
 
 def _check_launch_matches_hardware() -> None:
-    wants_gpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() == "false" and os.environ.get(
-        "ACCELERATE_GPU_IDS"
-    )
-    if wants_gpu and not torch.cuda.is_available():
+    """A single-device launch config with ``use_cpu: false`` (launch/accelerate/single_gpu.yaml, or a
+    bare ``accelerate launch``) on a machine without CUDA is a mistake, not a request for a slow CPU
+    run. (Multi-process configs on CPU are fine: they run over gloo.)"""
+    if os.environ.get("ACCELERATE_USE_CPU") == "False" and not torch.cuda.is_available():
         raise PipelineError(
-            f"the accelerate launch config asks for GPUs (gpu_ids={os.environ['ACCELERATE_GPU_IDS']}) but this "
-            "machine has no CUDA device: use launch/accelerate/cpu.yaml (or set use_cpu: true)"
+            "the accelerate launch config asks for a GPU (use_cpu: false) but this machine has no CUDA device: "
+            "launch with --config_file launch/accelerate/cpu.yaml (or `accelerate launch --cpu`)"
         )
 
 
