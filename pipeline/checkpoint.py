@@ -21,6 +21,8 @@ import shutil
 import warnings
 from pathlib import Path
 
+import torch
+
 from pipeline.errors import PipelineError
 
 STATE_FILE = "trainer_state.json"
@@ -87,14 +89,18 @@ class CheckpointManager:
         ]
         return sorted(found)
 
-    def latest_complete(self) -> tuple[Path, dict] | None:
-        """Newest checkpoint that validates; broken ones are reported and skipped."""
+    def complete(self):
+        """Checkpoints that validate, newest first; broken ones are reported and skipped."""
         for _, path in reversed(self.step_dirs()):
             try:
-                return path, check_checkpoint(path)
+                state = check_checkpoint(path)
             except PipelineError as e:
                 warnings.warn(f"{e}; falling back to the previous checkpoint", stacklevel=2)
-        return None
+                continue
+            yield path, state
+
+    def latest_complete(self) -> tuple[Path, dict] | None:
+        return next(self.complete(), None)
 
     def save(self, accelerator, step: int, extra: dict | None = None) -> Path:
         """Collective: every process must call it. Returns the final checkpoint path."""
@@ -128,16 +134,35 @@ class CheckpointManager:
             shutil.rmtree(doomed, ignore_errors=True)
 
 
-def resolve_resume(resume: str, manager: CheckpointManager) -> tuple[Path, dict] | None:
-    """``train.resume``: 'auto' (newest complete, or start fresh), 'never', or an explicit path."""
+def resume_candidates(resume: str, manager: CheckpointManager):
+    """``train.resume``: 'auto' (complete checkpoints, newest first; none = start fresh), 'never',
+    or an explicit checkpoint path (which must be complete)."""
     if resume == "never":
-        return None
+        return
     if resume == "auto":
-        return manager.latest_complete()
+        yield from manager.complete()
+        return
     path = Path(resume)
     if not path.is_dir():
         raise PipelineError(f"train.resume: checkpoint directory {path} does not exist")
-    return path, check_checkpoint(path)
+    yield path, check_checkpoint(path)
+
+
+def load_first_loadable(accelerator, candidates) -> tuple[Path, dict] | None:
+    """Load the first candidate whose state loads on every process; a checkpoint whose files are
+    intact in size but unreadable (bit rot, a foreign file) is reported by name and skipped."""
+    for path, state in candidates:
+        error = None
+        try:
+            accelerator.load_state(str(path))
+        except Exception as e:  # noqa: BLE001 - any failure to read a checkpoint means "try the previous one"
+            error = e
+        failed = accelerator.reduce(torch.tensor(float(error is not None), device=accelerator.device), "sum")
+        if float(failed) == 0:
+            return path, state
+        warnings.warn(f"checkpoint {path} could not be loaded ({error or 'on another process'}); "
+                      "falling back to the previous checkpoint", stacklevel=2)
+    return None
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -151,6 +176,15 @@ def replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _drop_tied_copies(hf_model, weights: dict) -> dict:
+    """Leave tied weights (e.g. the MLM decoder = the word embeddings) to the model config.
+
+    Gathered FSDP / ZeRO-2 state dicts hold tied weights as separate copies, which ``save_pretrained``
+    would store twice; dropping the tied names makes every backend export the same files."""
+    tied = getattr(hf_model, "all_tied_weights_keys", None) or {}  # {tied name: source name}
+    return {k: v for k, v in weights.items() if not (k in tied and tied[k] in weights)}
+
+
 def export_model(accelerator, model, hf_model, out_dir: Path, tokenizer_dir: Path | None) -> None:
     """Collective: gather full weights (from FSDP/ZeRO shards if needed) and write ``out_dir`` as a
     standard HF directory (safetensors + config + tokenizer) that the Auto classes load.
@@ -161,7 +195,7 @@ def export_model(accelerator, model, hf_model, out_dir: Path, tokenizer_dir: Pat
         unwrapped = accelerator.unwrap_model(model)
         prefix = next(name for name, module in unwrapped.named_modules() if module is hf_model)
         prefix = prefix + "." if prefix else ""
-        weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        weights = _drop_tied_copies(hf_model, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         tmp = out_dir.with_name(out_dir.name + ".partial")
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -28,7 +28,7 @@ import torch
 
 from pipeline.accel import check_prepared, clip_grad_norm
 from pipeline.batches import micro_batch_stream
-from pipeline.checkpoint import CheckpointManager, replace_dir, resolve_resume
+from pipeline.checkpoint import CheckpointManager, load_first_loadable, replace_dir, resume_candidates
 from pipeline.errors import PipelineError
 from pipeline.optim import build_optimizer, lr_schedule, set_lr
 from pipeline.signals import StopSignal
@@ -129,11 +129,12 @@ class _Trainer:
         self.last_saved = self.last_eval = -1
 
     def _resume(self) -> None:
-        found = resolve_resume(self.cfg.resume, self.ckpts)
+        found = load_first_loadable(self.acc, resume_candidates(self.cfg.resume, self.ckpts))
         if found is None:
+            if self.cfg.resume not in ("auto", "never"):
+                raise PipelineError(f"train.resume={self.cfg.resume}: the checkpoint could not be loaded")
             return
         path, state = found
-        self.acc.load_state(str(path))
         self.step, self.best = int(state["step"]), state.get("best")
         self.nonfinite = int(state.get("nonfinite_steps", 0))
         if self.acc.is_main_process:

@@ -128,6 +128,19 @@ def test_partial_and_corrupt_checkpoints_are_skipped(tmp_path):
     assert path.name == "step_4" and state["step"] == 4
 
 
+def test_unreadable_checkpoint_falls_back_to_previous(tmp_path):
+    run(tmp_path / "ref", max_steps=8, save_every=4)
+    run(tmp_path / "run", max_steps=8, save_every=4)  # checkpoints at steps 4 and 8
+    optimizer_file = next((tmp_path / "run" / "checkpoints" / "step_8").glob("optimizer*"))
+    optimizer_file.write_bytes(b"\0" * optimizer_file.stat().st_size)  # same size, garbage content
+    with pytest.warns(UserWarning, match="step_8 could not be loaded"):
+        summary, _, weights = run(tmp_path / "run", max_steps=8, save_every=4)
+    assert summary["steps_this_run"] == 4  # resumed from step_4 and redid 5..8
+    _, _, reference = run(tmp_path / "ref", max_steps=8, resume="never")
+    for key in weights:
+        assert torch.equal(weights[key], reference[key]), key
+
+
 def test_logging_outputs(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
