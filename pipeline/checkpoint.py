@@ -113,7 +113,12 @@ class CheckpointManager:
             if final.exists():  # re-saving the same step (e.g. after a stop signal): replace it
                 shutil.rmtree(final)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(partial))
+        try:
+            accelerator.save_state(str(partial))
+        except OSError as e:  # disk full, quota, permissions: step_<N> is never created
+            previous = self.latest_complete()
+            kept = f"the previous checkpoint {previous[0]} is intact" if previous else "no earlier checkpoint exists"
+            raise PipelineError(f"could not write checkpoint {partial}: {e.strerror or e}; {kept}") from None
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             state = {"step": step, **(extra or {}), "files": _file_sizes(partial)}

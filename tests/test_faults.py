@@ -137,3 +137,33 @@ def test_on_nonfinite_is_validated():
     with pytest.raises(Exception, match="on_nonfinite"):
         from_dict(TrainConfig, dict(max_steps=1, batch_size=1, lr=1.0, on_nonfinite="ignore"))
     reset_accelerate()
+
+
+def test_disk_full_during_checkpoint_leaves_previous_intact(tmp_path, monkeypatch):
+    import errno
+
+    from accelerate import Accelerator
+
+    run(tmp_path, max_steps=4, save_every=4)
+    real_save = Accelerator.save_state
+
+    def full_disk(self, output_dir, **kwargs):
+        real_save(self, output_dir, **kwargs)  # files land in the .partial dir, then the disk "fills up"
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Accelerator, "save_state", full_disk)
+    with pytest.raises(PipelineError, match=r"could not write checkpoint .*step_6.partial: No space left.*step_4 is intact"):
+        run(tmp_path, max_steps=8, save_every=2, resume="auto")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.endswith(".partial")) == ["step_4"]
+
+
+def test_low_disk_space_is_refused_before_training(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from pipeline.outputs import prepare_output_dir
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
+    with pytest.raises(PipelineError, match=r"has only 1 MiB free"):
+        prepare_output_dir(tmp_path / "out", from_dict(TrainConfig, dict(max_steps=1, batch_size=1, lr=1.0)))
