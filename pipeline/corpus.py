@@ -284,7 +284,7 @@ def _iter_jsonl(stream: IO[bytes], path: str, cfg: CorpusConfig) -> Iterator[str
 def _iter_csv(stream: IO[bytes], path: str, cfg: CorpusConfig) -> Iterator[str]:
     # our line reader decodes (exact line numbers for bad bytes) and caps line length; the csv
     # module joins the lines of quoted multi-line fields.  Its own 128 KiB field cap is raised.
-    csv.field_size_limit(max(csv.field_size_limit(), cfg.max_line_bytes + 1))
+    csv.field_size_limit(cfg.max_line_bytes + 1)  # process-wide: set explicitly at every open
     reader = csv.reader(line + "\n" for _, line in _iter_lines(stream, path, cfg))
     try:
         header = next(reader, None)

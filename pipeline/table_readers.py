@@ -104,7 +104,11 @@ def read_text(path: str) -> str:
         raise PipelineError(f"{path}:{line}: invalid UTF-8 byte (the file must be UTF-8 text)") from None
 
 
+MAX_FIELD_CHARS = 131072  # the csv module's default; a longer field is a broken row, not a sentence
+
+
 def _delimited_rows(path: str, delimiter: str, header: bool) -> RowSource:
+    csv.field_size_limit(MAX_FIELD_CHARS)  # process-wide setting: set it here, whoever changed it before
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter, quoting=quoting)
     rows: list[tuple[int, list[str]]] = []
