@@ -98,7 +98,7 @@ def test_describe_lists_every_key():
     assert keys["train.kind"][3] == "a choice"
 
 
-@pytest.mark.parametrize("stage", ["tokenizer", "shard", "pretrain", "finetune", "run"])
+@pytest.mark.parametrize("stage", ["tokenizer", "shard", "pretrain", "finetune", "run", "export"])
 def test_stage_help_lists_keys(stage, capsys):
     module = cli.stage_module(stage)
     with pytest.raises(SystemExit) as exit_info:

@@ -115,3 +115,21 @@ def test_seq_len_beyond_positions_is_clear(tiny_shards, tmp_path, capsys):
 def test_missing_shards_is_clear(tmp_path, capsys):
     assert pretrain(tmp_path / "nowhere", tmp_path / "out", "train.max_steps=1") == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_export_any_checkpoint(tiny_shards, tmp_path):
+    out = tmp_path / "run"
+    assert pretrain(tiny_shards, out, "train.max_steps=4", "train.save_every=2", "train.keep_checkpoints=2") == 0
+    reset_accelerate()
+    assert main(["export", f"run_dir={out}", f"checkpoint={out / 'checkpoints' / 'step_4'}"]) == 0
+    exported = load_file(out / "export" / "step_4" / "model.safetensors")
+    final = final_weights(out)
+    assert all(torch.equal(exported[k], final[k]) for k in final)  # step 4 is the final model
+    reset_accelerate()
+    assert main(["export", f"run_dir={out}", f"checkpoint={out / 'checkpoints' / 'step_2'}",
+                 f"output_dir={tmp_path / 'early'}"]) == 0
+    early = load_file(tmp_path / "early" / "model.safetensors")
+    assert any(not torch.equal(early[k], final[k]) for k in final)
+    from transformers import AutoModelForMaskedLM
+
+    AutoModelForMaskedLM.from_pretrained(tmp_path / "early")

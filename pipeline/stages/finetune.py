@@ -93,15 +93,15 @@ def _write_predictions(path: Path, task: str, dataset, predictions: list[np.ndar
     tmp.replace(path)
 
 
-def run(cfg: Config) -> int:
-    accelerator = make_accelerator(cfg.train, cfg.output_dir)
-    output_dir = prepare_output_dir(cfg.output_dir, cfg, accelerator)
+def build_task(cfg: Config, accelerator, output_dir: Path) -> tuple[TrainTask, GlobalBatchPlan]:
+    """Data, model and callbacks for the loop; ``cfg.train`` gets its resolved step count and metric."""
     tokenizer = load_tokenizer(cfg.model)
     train_set, val_set, test_set, label_names = _datasets(cfg, tokenizer)
     task_type, pad_id = cfg.task.type, tokenizer.pad_token_id
     train_cfg = resolve_max_steps(cfg.train, len(train_set), accelerator.num_processes)
     if train_cfg.metric_for_best is None:
         train_cfg = replace(train_cfg, metric_for_best=DEFAULT_METRIC[task_type], greater_is_better=True)
+    cfg.train = train_cfg
     set_seed(train_cfg.seed)  # head initialisation and dropout
     hf_model = build_model(cfg.model, task_type, label_names, tokenizer)
     plan = GlobalBatchPlan(len(train_set), train_cfg.batch_size, train_cfg.grad_accum, accelerator.num_processes,
@@ -129,7 +129,14 @@ def run(cfg: Config) -> int:
         # 6 x matmul parameters (embedding lookups are not matmuls); attention scores are left out
         flops_per_token=6 * sum(p.numel() for n, p in hf_model.named_parameters() if p.dim() > 1 and "embed" not in n),
     )
-    summary = fit(accelerator, train_cfg, task, output_dir, cfg, epoch_of=plan.epoch_of)
+    return task, plan
+
+
+def run(cfg: Config) -> int:
+    accelerator = make_accelerator(cfg.train, cfg.output_dir)
+    output_dir = prepare_output_dir(cfg.output_dir, cfg, accelerator)
+    task, plan = build_task(cfg, accelerator, output_dir)
+    summary = fit(accelerator, cfg.train, task, output_dir, cfg, epoch_of=plan.epoch_of)
     if accelerator.is_main_process:
         write_json(output_dir / "summary.json", summary)
         if summary["completed"]:

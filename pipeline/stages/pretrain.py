@@ -61,7 +61,7 @@ def load_tokenizer(reader: ShardReader):
     return tokenizer
 
 
-def build_task(cfg: Config, accelerator) -> tuple[TrainTask, GlobalBatchPlan]:
+def build_task(cfg: Config, accelerator, output_dir: Path | None = None) -> tuple[TrainTask, GlobalBatchPlan]:
     train = ShardReader(cfg.data.shards, "train", verify=cfg.data.verify)
     tokenizer = load_tokenizer(train)
     set_seed(cfg.train.seed)  # initialisation and dropout
@@ -96,7 +96,7 @@ def build_task(cfg: Config, accelerator) -> tuple[TrainTask, GlobalBatchPlan]:
 def run(cfg: Config) -> int:
     accelerator = make_accelerator(cfg.train, cfg.output_dir)
     output_dir = prepare_output_dir(cfg.output_dir, cfg, accelerator)
-    task, plan = build_task(cfg, accelerator)
+    task, plan = build_task(cfg, accelerator, output_dir)
     summary = fit(accelerator, cfg.train, task, output_dir, cfg, epoch_of=plan.epoch_of)
     if accelerator.is_main_process:
         write_json(output_dir / "summary.json", summary)

@@ -1,0 +1,67 @@
+"""Export any checkpoint of a pretrain or finetune run as a standard Hugging Face model directory.
+
+Run:
+    pipeline export run_dir=runs/pretrain-tiny                                  # newest complete checkpoint
+    pipeline export run_dir=runs/pretrain-tiny checkpoint=runs/pretrain-tiny/checkpoints/step_30 output_dir=out/step30
+    accelerate launch --config_file launch/accelerate/fsdp.yaml -m pipeline export run_dir=...   # sharded checkpoints
+
+The run's own ``config.yaml`` rebuilds the model; the checkpoint is loaded through Accelerate (so a
+sharded FSDP / ZeRO checkpoint needs the same launch config and world size as training) and the
+full weights are gathered and written as safetensors plus the tokenizer, loadable with the Auto
+classes and no project import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.accel import make_accelerator
+from pipeline.checkpoint import CheckpointManager, check_checkpoint
+from pipeline.config import REQUIRED, load_config, option
+from pipeline.errors import PipelineError
+from pipeline.optim import build_optimizer
+
+
+@dataclass
+class Config:
+    run_dir: str = option(REQUIRED, "output_dir of a pretrain or finetune run (holds config.yaml and checkpoints/)")
+    checkpoint: str = option("latest", "'latest' (newest complete checkpoint) or a checkpoint directory")
+    output_dir: str | None = option(None, "where to write the model (default: <run_dir>/export/step_<N>)")
+
+
+def _stage_of(run_dir: Path):
+    from pipeline.stages import finetune, pretrain
+
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise PipelineError(f"{run_dir} has no config.yaml: not the output_dir of a pretrain or finetune run")
+    text = config_file.read_text(encoding="utf-8")
+    module = finetune if "\ntask:" in f"\n{text}" else pretrain
+    return module, load_config(module.Config, config_file)
+
+
+def _checkpoint(cfg: Config, run_dir: Path) -> tuple[Path, int]:
+    if cfg.checkpoint == "latest":
+        found = CheckpointManager(run_dir / "checkpoints", keep=1).latest_complete()
+        if found is None:
+            raise PipelineError(f"no complete checkpoint in {run_dir / 'checkpoints'}")
+        return found[0], int(found[1]["step"])
+    path = Path(cfg.checkpoint)
+    return path, int(check_checkpoint(path)["step"])
+
+
+def run(cfg: Config) -> int:
+    run_dir = Path(cfg.run_dir)
+    module, stage_cfg = _stage_of(run_dir)
+    path, step = _checkpoint(cfg, run_dir)
+    out = Path(cfg.output_dir) if cfg.output_dir else run_dir / "export" / f"step_{step}"
+    accelerator = make_accelerator(stage_cfg.train, run_dir, log=False)
+    task, _ = module.build_task(stage_cfg, accelerator, run_dir)
+    model, _optimizer = accelerator.prepare(task.model, build_optimizer(task.model, stage_cfg.train))
+    accelerator.load_state(str(path))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    task.export(accelerator, model, out)
+    if accelerator.is_main_process:
+        print(f"export: {path} (step {step}) -> {out}")
+    return 0
