@@ -131,7 +131,7 @@ CASES = [empty_corpus, missing_corpus, non_utf8_corpus, huge_line_corpus, shard_
 
 
 @pytest.fixture(scope="module")
-def ctx(tiny_shards, tiny_pretrained, tmp_path_factory):
+def ctx(tiny_shards, tiny_pretrained, tmp_path_factory):  # noqa: F811 (the imported fixture)
     tsv = write_sentiment(tmp_path_factory.mktemp("tsv") / "ok.tsv", 20, 0)
     return {"shards": tiny_shards, "model": tiny_pretrained, "tsv": tsv}
 

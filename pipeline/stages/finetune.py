@@ -28,8 +28,19 @@ from pipeline.config import REQUIRED, option, section
 from pipeline.conll import conll_prediction_lines, load_ner_splits
 from pipeline.finetune_data import FinetuneDataConfig, load_splits
 from pipeline.finetune_eval import eval_scalars, predict, split_metrics
-from pipeline.finetune_features import ClassificationDataset, TokenClassificationDataset, collate_dynamic, word_predictions
-from pipeline.finetune_model import FinetuneModel, FinetuneModelConfig, build_model, count_targets, load_tokenizer
+from pipeline.finetune_features import (
+    ClassificationDataset,
+    TokenClassificationDataset,
+    collate_dynamic,
+    word_predictions,
+)
+from pipeline.finetune_model import (
+    FinetuneModel,
+    FinetuneModelConfig,
+    build_model,
+    count_targets,
+    load_tokenizer,
+)
 from pipeline.loop import TrainTask, fit, resolve_max_steps
 from pipeline.outputs import prepare_output_dir, write_json
 from pipeline.train_config import TrainConfig
