@@ -43,6 +43,7 @@ from typing import IO, Literal
 
 from pipeline.config import option
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.hub import load_hub_dataset
 
 __all__ = ["CorpusConfig", "SUFFIXES", "resolve_inputs", "iter_documents", "iter_corpus", "is_hub_name"]
 
@@ -355,24 +356,5 @@ def _iter_hub(source: str, cfg: CorpusConfig) -> Iterator[str]:
 
 
 def _open_hub(name: str, source: str, cfg: CorpusConfig):
-    import datasets
-
-    try:
-        return datasets.load_dataset(name, cfg.hub_config, split=cfg.hub_split, streaming=True)
-    except Exception as e:  # ConnectionError, DatasetNotFoundError, ValueError for a bad split...
-        reason = (
-            "the hub is unreachable (offline mode: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set)"
-            if _hub_offline()
-            else f"loading it failed ({type(e).__name__}: {e}); the hub may be unreachable or the name wrong"
-        )
-        raise PipelineError(
-            f"input {source!r} is not a local file, so it was taken as a Hugging Face hub dataset, but "
-            f"{reason}. Point `input` at local files ({', '.join(SUFFIXES)}, optionally .gz) instead."
-        ) from None
-
-
-def _hub_offline() -> bool:
-    truthy = {"1", "true", "yes", "on"}
-    return any(
-        os.environ.get(k, "").strip().lower() in truthy for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
+    hint = f"Point `input` at local files ({', '.join(SUFFIXES)}, optionally .gz) instead."
+    return load_hub_dataset(name, cfg.hub_config, cfg.hub_split, streaming=True, source=f"input {source}", local_hint=hint)

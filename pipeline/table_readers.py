@@ -29,6 +29,7 @@ from typing import Any
 
 from pipeline.corpus import is_hub_name
 from pipeline.errors import PipelineError
+from pipeline.hub import load_hub_dataset
 
 DEFAULT_DELIMITERS = {".tsv": "\t", ".csv": ","}
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl", ".parquet")
@@ -173,17 +174,8 @@ def _parquet_rows(path: str) -> RowSource:
 
 
 def _hub_rows(name: str, split: str, config: str | None) -> RowSource:
-    import datasets
-
-    try:
-        data = datasets.load_dataset(name, config, split=split)
-    except Exception as e:  # offline, unknown name, bad split or config
-        raise PipelineError(
-            f"{name!r} is not a local file, so it was taken as a Hugging Face hub dataset "
-            f"(config {config!r}, split {split!r}), but loading it failed ({type(e).__name__}: {e}). "
-            f"Without the hub, point data.train / data.validation / data.test at local "
-            f"{', '.join(TABLE_SUFFIXES)} files."
-        ) from None
+    hint = f"Without the hub, point data.train / data.validation / data.test at local {', '.join(TABLE_SUFFIXES)} files."
+    data = load_hub_dataset(name, config, split, streaming=False, source=name, local_hint=hint)
     return RowSource(
         f"hub dataset {name} ({split})", list(data.column_names), enumerate(data, start=1), by_line=False
     )

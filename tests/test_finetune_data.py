@@ -252,7 +252,7 @@ def test_hub_dataset_paths(monkeypatch):
 
     calls = []
 
-    def fake_load(name, config=None, split=None):
+    def fake_load(name, config=None, split=None, streaming=False):
         calls.append((name, config, split))
         if name == "offline/data":
             raise ConnectionError("no network")
