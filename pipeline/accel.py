@@ -9,6 +9,7 @@ hardware, number of processes, DDP / FSDP / DeepSpeed and mixed precision.  This
   (micro-batch size, clipping), since our loop does not hand DeepSpeed a dataloader, and makes
   ZeRO-3 gather full weights on save (the export of ``final/`` needs them);
 * hides backend differences of the gradient norm (:func:`clip_grad_norm`);
+* makes every process load full weights under FSDP (:func:`_full_weights_on_every_process`);
 * points TensorBoard at ``<output_dir>/tensorboard``.
 """
 
@@ -40,6 +41,20 @@ def _cpu_state() -> None:
     state = PartialState(cpu=True)
     if os.environ.get(CPU_FSDP_ENV) == "1" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
         state.distributed_type = DistributedType.MULTI_GPU
+
+
+def _full_weights_on_every_process() -> None:
+    """FSDP: turn off ``fsdp_cpu_ram_efficient_loading`` (on by default in ``accelerate launch``).
+
+    With it, ``from_pretrained`` leaves the weights of every process but rank 0 on the meta device,
+    and Accelerate maps the optimizer's parameters to the sharded ones by ``data_ptr`` - 0 for every
+    meta tensor - so fine-tuning would silently train with a collapsed optimizer (and crash on the
+    first checkpoint).  Our loop creates the optimizer before ``prepare`` (DeepSpeed needs both
+    together), so every process loads the full weights instead; encoder checkpoints fit in CPU RAM.
+    Both Accelerate's FSDP plugin and transformers read this variable.
+    """
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
 
 
 def _check_launch_matches_hardware() -> None:
@@ -80,6 +95,7 @@ def make_accelerator(cfg: TrainConfig, output_dir: str | Path, log: bool = True)
     # one Accelerator per stage: `pipeline run` builds several in one process (the process group stays)
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
+    _full_weights_on_every_process()
     if not torch.cuda.is_available():
         _cpu_state()
     project = ProjectConfiguration(

@@ -25,7 +25,7 @@ from transformers import (
 
 from pipeline.config import REQUIRED, option
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.models import ModelConfig, encoder_config
+from pipeline.models import ENCODER_LAYER_CLASS, ModelConfig, encoder_config
 
 IGNORE_INDEX = -100
 TaskType = Literal["classification", "regression", "ner"]
@@ -97,6 +97,9 @@ class FinetuneModel(torch.nn.Module):
         super().__init__()
         self.model = model
         self.task = task
+        # FSDP's transformer-layer auto-wrap reads this: one unit per encoder layer (as in SparseMLM)
+        layer = ENCODER_LAYER_CLASS.get(model.config.model_type)
+        self._no_split_modules = [layer] if layer else list(getattr(model, "_no_split_modules", None) or [])
 
     def forward(self, input_ids, attention_mask, labels=None, token_type_ids=None, weight=None, predict: bool = False):
         """``weight`` [B] (optional) scales each example's loss; evaluation uses 0 for padding rows."""

@@ -25,11 +25,20 @@ def _with_counters(batch: dict) -> dict:
     return batch
 
 
+def _pin(batch: dict) -> dict:
+    return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def train_batch_fn(reader: ShardReader, masker: Masker, plan: GlobalBatchPlan) -> Callable[[int, int], dict]:
+    """``make_batch(step, micro)`` for the loop.  On a CUDA machine the tensors come back in pinned
+    memory (the pinning runs in the loop's prefetch thread), so the loop's ``non_blocking`` copy to
+    the GPU is truly asynchronous."""
+    pin = torch.cuda.is_available()
+
     def make_batch(step: int, micro: int) -> dict:
         positions = plan.positions(step, micro)
-        batch = masker(reader.take(plan.samples(positions)), positions.astype(np.uint64))
-        return _with_counters(batch)
+        batch = _with_counters(masker(reader.take(plan.samples(positions)), positions.astype(np.uint64)))
+        return _pin(batch) if pin else batch
 
     return make_batch
 

@@ -47,6 +47,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "base": {"hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 3072},
 }
 _DIM_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
+ENCODER_LAYER_CLASS = {"bert": "BertLayer", "modernbert": "ModernBertEncoderLayer"}  # FSDP wrap units
 
 
 @dataclass
@@ -201,6 +202,12 @@ class SparseMLM(torch.nn.Module):
         _encoder_and_head(mlm_model)  # fail early on an unsupported model
         config = mlm_model.config
         self.vocab_size: int = getattr(config, "tokenizer_vocab_size", None) or config.vocab_size
+        # FSDP's TRANSFORMER_BASED_WRAP (no class list in the launch config) shards what this names:
+        # each encoder layer is its own unit; the embeddings and the tied MLM head (BERT ties the
+        # decoder weight AND bias) stay together in the root unit.  The HF list also names the
+        # embeddings, which would put tied tensors in two units.  (No get_input_embeddings here
+        # either: Accelerate would carve the embedding and decoder into a unit of their own.)
+        self._no_split_modules = [ENCODER_LAYER_CLASS[config.model_type]]
 
     def forward(
         self,

@@ -34,10 +34,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; the fused kernel where the device supports it (CUDA, and CPU in recent torch)."""
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
+    """AdamW; the fused kernel where the device supports it (CUDA, and CPU in recent torch).
+
+    ``fused=False`` gives torch's default AdamW implementation (what the Hugging Face examples use;
+    on CPU a per-parameter loop, several times slower than the fused kernel): benchmarks only.
+    """
     groups = param_groups(model, cfg.weight_decay)
     kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    if not fused:
+        return torch.optim.AdamW(groups, **kwargs)
     device = next(model.parameters()).device
     if device.type in ("cuda", "cpu"):
         try:
