@@ -21,7 +21,6 @@ from typing import Literal
 import numpy as np
 from accelerate.utils import set_seed
 
-from pipeline.accel import make_accelerator
 from pipeline.batches import GlobalBatchPlan
 from pipeline.checkpoint import export_model
 from pipeline.config import REQUIRED, option, section
@@ -41,8 +40,9 @@ from pipeline.finetune_model import (
     count_targets,
     load_tokenizer,
 )
-from pipeline.loop import TrainTask, fit, resolve_max_steps
-from pipeline.outputs import prepare_output_dir, write_json
+from pipeline.loop import TrainTask, resolve_max_steps
+from pipeline.outputs import write_json
+from pipeline.stage_runner import run_training_stage
 from pipeline.train_config import TrainConfig
 
 DEFAULT_METRIC = {"classification": "eval/accuracy", "regression": "eval/pearson", "ner": "eval/f1"}
@@ -144,15 +144,7 @@ def build_task(cfg: Config, accelerator, output_dir: Path) -> tuple[TrainTask, G
 
 
 def run(cfg: Config) -> int:
-    accelerator = make_accelerator(cfg.train, cfg.output_dir)
-    output_dir = prepare_output_dir(cfg.output_dir, cfg, accelerator)
-    task, plan = build_task(cfg, accelerator, output_dir)
-    summary = fit(accelerator, cfg.train, task, output_dir, cfg, epoch_of=plan.epoch_of)
-    if accelerator.is_main_process:
-        write_json(output_dir / "summary.json", summary)
-        if summary["completed"]:
-            _print_results(output_dir)
-    return 0 if summary["completed"] else 75
+    return run_training_stage(cfg, build_task, on_complete=_print_results)
 
 
 def _print_results(output_dir: Path) -> None:

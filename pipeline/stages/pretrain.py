@@ -17,17 +17,16 @@ from pathlib import Path
 from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
-from pipeline.accel import make_accelerator
 from pipeline.batches import GlobalBatchPlan
 from pipeline.checkpoint import export_model
 from pipeline.config import REQUIRED, option, section
 from pipeline.errors import PipelineError
-from pipeline.loop import TrainTask, fit, resolve_max_steps
+from pipeline.loop import TrainTask, resolve_max_steps
 from pipeline.masking import Masker, MaskingConfig
 from pipeline.mlm_data import mlm_evaluator, train_batch_fn
 from pipeline.models import ModelConfig, SparseMLM, build_mlm_model, mlm_flops_per_token, unwrap_mlm
-from pipeline.outputs import prepare_output_dir, write_json
 from pipeline.shards import ShardReader
+from pipeline.stage_runner import run_training_stage
 from pipeline.tokenizer import word_continuation_table
 from pipeline.train_config import TrainConfig
 
@@ -94,10 +93,4 @@ def build_task(cfg: Config, accelerator, output_dir: Path | None = None) -> tupl
 
 
 def run(cfg: Config) -> int:
-    accelerator = make_accelerator(cfg.train, cfg.output_dir)
-    output_dir = prepare_output_dir(cfg.output_dir, cfg, accelerator)
-    task, plan = build_task(cfg, accelerator, output_dir)
-    summary = fit(accelerator, cfg.train, task, output_dir, cfg, epoch_of=plan.epoch_of)
-    if accelerator.is_main_process:
-        write_json(output_dir / "summary.json", summary)
-    return 0 if summary["completed"] else 75  # 75 (EX_TEMPFAIL): checkpointed on a stop signal; resubmit to continue
+    return run_training_stage(cfg, build_task)
