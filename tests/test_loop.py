@@ -192,3 +192,19 @@ def test_export_model_strips_wrapper_prefix(tmp_path):
     for (name, a), (_, b) in zip(bert.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
     assert list((tmp_path / "final").glob("*.safetensors"))
+
+
+def test_no_weight_decay_on_biases_and_norms():
+    from transformers import BertConfig, BertForMaskedLM
+
+    from pipeline.optim import param_groups
+
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32))
+    decay, no_decay = param_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(names[id(p)].endswith("weight") and "LayerNorm" not in names[id(p)] for p in decay["params"])
+    assert {names[id(p)] for p in no_decay["params"]} >= {"bert.embeddings.LayerNorm.weight", "cls.predictions.bias"}
+    tied = model.bert.embeddings.word_embeddings.weight
+    assert sum(p is tied for p in decay["params"]) == 1  # the tied decoder weight appears once

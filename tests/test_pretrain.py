@@ -133,3 +133,26 @@ def test_export_any_checkpoint(tiny_shards, tmp_path):
     from transformers import AutoModelForMaskedLM
 
     AutoModelForMaskedLM.from_pretrained(tmp_path / "early")
+
+
+def test_tensorboard_has_pretrain_scalars_and_hparams(tiny_shards, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert pretrain(tiny_shards, tmp_path, "train.max_steps=2", "train.eval_every=2", "train.save_every=0") == 0
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    expected = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_sec", "train/mfu", "train/accuracy",
+                "eval/loss", "eval/accuracy", "eval/perplexity"}
+    assert expected <= tags, expected - tags
+    hparams = next((tmp_path / "tensorboard").rglob("hparams.yml")).read_text()
+    assert "train.lr: 0.002" in hparams and "model.preset: tiny" in hparams
+
+
+@pytest.mark.slow
+def test_compiled_model_saves_plain_names(tiny_shards, tmp_path):
+    assert pretrain(tiny_shards, tmp_path, "train.max_steps=2", "train.compile=true", "train.save_every=2",
+                    "train.eval_every=0") == 0
+    names = list(final_weights(tmp_path))
+    assert names and not [n for n in names if "_orig_mod" in n]
+    ckpt = next((tmp_path / "checkpoints" / "step_2").glob("model*.safetensors"))
+    assert not [n for n in load_file(ckpt) if "_orig_mod" in n]
