@@ -1,0 +1,161 @@
+"""Fine-tuning throughput on SST-2: ``pipeline finetune`` vs the HF run_glue_no_trainer recipe.
+
+Run from the repository root (the venv active):
+
+    python -m bench.finetune_throughput                   # BERT mini, batch 32 (~3 min on 2 cores)
+    python -m bench.finetune_throughput --size base --steps 4
+    python -m bench.finetune_throughput --configs hf,ours,ours_bf16
+
+Both sides fine-tune the same architecture (BERT with the size preset's dimensions, randomly
+initialised - throughput does not depend on the weights) on the first ``--examples`` SST-2 training
+sentences, tokenized with the same 8k WordPiece tokenizer (max length 128), batch 32, dynamic
+padding to the longest sentence of each batch:
+
+* hf: ``bench.hf_recipes.HFClassifierTrainer`` (DataCollatorWithPadding, AutoModelForSequenceClassification,
+  torch AdamW, the example's Accelerate loop), fp32;
+* ours: the real ``pipeline finetune`` stage (``run(cfg)`` with ``model.init_from=none``) in the
+  real ``fit`` loop, step-timed by ``bench.ours.instrumented_fit``; ``ours_bf16`` adds
+  ``accelerate --mixed_precision bf16``.
+
+Examples/s = sequences per step x steady-state steps / their total time (a mean, because dynamic
+padding makes each step's cost depend on its longest sentence).  Each of our rows alternates step
+by step with the HF recipe (one HF step at each of our step boundaries, timed separately), and
+"x HF" compares those pairs, so load from other processes hits both sides alike.
+Writes ``bench/results/finetune_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from bench.common import DATA_DIR, machine_info, median, print_table, quiet_environment, ratio, write_results
+
+quiet_environment()
+
+import torch  # noqa: E402
+from transformers import AutoTokenizer, BertConfig  # noqa: E402
+
+from bench import workspace  # noqa: E402
+from bench.hf_recipes import HFClassifierTrainer, glue_dataset  # noqa: E402
+from bench.ours import Interleave, StepTimes, instrumented_fit, mixed_precision  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.models import PRESETS  # noqa: E402
+
+MAX_LENGTH, VOCAB = 128, 8000
+ROWS = {
+    "hf": "HF run_glue_no_trainer recipe: fp32, DataCollatorWithPadding, torch AdamW",
+    "hf_bf16": "HF recipe with accelerate --mixed_precision bf16 (reference)",
+    "ours": "pipeline finetune: fit loop, fused AdamW, fp32",
+    "ours_bf16": "pipeline finetune + accelerate --mixed_precision bf16",
+}
+
+
+def write_subset(source: Path, target: Path, limit: int) -> Path:
+    with open(source, newline="", encoding="utf-8") as f, open(target, "w", newline="", encoding="utf-8") as out:
+        for index, line in enumerate(f):
+            if index > limit:  # the header plus ``limit`` rows
+                break
+            out.write(line)
+    return target
+
+
+def hf_steps(args, train_tsv: Path, precision: str):
+    """The HF recipe as a generator of optimizer steps (built once per precision, reused)."""
+    tokenizer = AutoTokenizer.from_pretrained(workspace.tokenizer(VOCAB))
+    dataset = glue_dataset(tokenizer, train_tsv, "sentence", "label", MAX_LENGTH)
+    dims = PRESETS[args.size]
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=dims["hidden_size"], num_hidden_layers=dims["num_layers"],
+                        num_attention_heads=dims["num_heads"], intermediate_size=dims["intermediate_size"],
+                        pad_token_id=tokenizer.pad_token_id, num_labels=2)
+    return HFClassifierTrainer(config, tokenizer, dataset, batch_size=args.batch_size, mixed_precision=precision).steps()
+
+
+def run_ours(args, train_tsv: Path, dev_tsv: Path, precision: str, total_steps: int, on_tick=None) -> list[float]:
+    from pipeline.stages import finetune
+
+    with tempfile.TemporaryDirectory(prefix="bench-finetune-") as out, mixed_precision(precision):
+        cfg = load_config(finetune.Config, None, [
+            "task.type=classification", f"data.train={train_tsv}", f"data.validation={dev_tsv}",
+            "data.text_columns=[sentence]", "data.label_column=label", f"data.max_length={MAX_LENGTH}",
+            "model.init_from=none", f"model.tokenizer={workspace.tokenizer(VOCAB)}", f"model.preset={args.size}",
+            f"output_dir={out}", f"train.max_steps={total_steps + 1}", f"train.batch_size={args.batch_size}",
+            "train.lr=2e-5", "train.eval_every=0", "train.save_every=0", f"train.log_every={total_steps + 1}",
+            "train.peak_tflops=1", "train.progress=false", "train.resume=never",
+        ])
+        times = StepTimes(on_tick=on_tick)
+        with instrumented_fit(times, grad_accum=1):
+            finetune.run(cfg)
+    return times.durations
+
+
+def _examples_per_s(args, durations: list[float]) -> float:
+    steady = durations[args.warmup:]
+    return args.batch_size * len(steady) / sum(steady)
+
+
+def measure_round(args, configs, trainers, train_tsv: Path, dev_tsv: Path, interleave: bool) -> dict:
+    """Every row once; with ``hf`` among the rows, each of ours alternates step by step with it."""
+    total, measured, hf_durations = args.warmup + args.steps, {}, []
+    for name in configs:
+        precision = "bf16" if name.endswith("bf16") else "no"
+        if name.startswith("hf"):
+            if not (name == "hf" and interleave):
+                partner = Interleave(trainers[precision])
+                for _ in range(total):
+                    partner()
+                measured[name] = {"examples_per_s": _examples_per_s(args, partner.durations), "all_step_s": partner.durations}
+            continue
+        partner = Interleave(trainers["no"]) if interleave else None
+        durations = run_ours(args, train_tsv, dev_tsv, precision, total, on_tick=partner)
+        measured[name] = {"examples_per_s": _examples_per_s(args, durations), "all_step_s": durations}
+        if partner is not None:
+            measured[name]["paired_hf"] = _examples_per_s(args, partner.durations)
+            hf_durations += partner.durations[args.warmup:]
+    if interleave:
+        measured["hf"] = {"examples_per_s": args.batch_size * len(hf_durations) / sum(hf_durations),
+                          "all_step_s": hf_durations}
+    return measured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=list(PRESETS), default="mini")
+    parser.add_argument("--configs", default="hf,ours")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--examples", type=int, default=4096, help="SST-2 training sentences used")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    configs = args.configs.split(",")
+    if set(configs) - set(ROWS):
+        parser.error(f"unknown configs {sorted(set(configs) - set(ROWS))}; choose from {list(ROWS)}")
+    machine = machine_info()
+    interleave = "hf" in configs and any(not name.startswith("hf") for name in configs)
+    rounds, trainers = [], {}
+    with tempfile.TemporaryDirectory(prefix="bench-sst2-") as tmp:
+        train_tsv = write_subset(DATA_DIR / "sst2" / "train.tsv", Path(tmp) / "train.tsv", args.examples)
+        dev_tsv = write_subset(DATA_DIR / "sst2" / "dev.tsv", Path(tmp) / "dev.tsv", 64)
+        for precision in {"bf16" if name.endswith("bf16") else "no" for name in configs if name.startswith("hf")}:
+            trainers[precision] = hf_steps(args, train_tsv, precision)
+        for index in range(args.rounds):
+            rounds.append(measure_round(args, configs, trainers, train_tsv, dev_tsv, interleave))
+            print(f"round {index + 1}/{args.rounds}: " + ", ".join(
+                f"{name} {m['examples_per_s']:.1f} examples/s" for name, m in rounds[-1].items()), flush=True)
+    rows = [{"config": name, "description": ROWS[name],
+             "examples_per_s": median(r[name]["examples_per_s"] for r in rounds),
+             "vs_hf": median(ratio(r[name]["examples_per_s"], r[name].get("paired_hf", r["hf"]["examples_per_s"]))
+                             for r in rounds) if "hf" in configs else None}
+            for name in configs]
+    table = print_table(
+        f"SST-2 fine-tuning throughput, BERT {args.size}, batch {args.batch_size}, dynamic padding, {machine['cpu']}",
+        rows, [("config", "row", ""), ("description", "what", ""), ("examples_per_s", "examples/s", ".1f"),
+               ("vs_hf", "x HF", ".2f")])
+    write_results("finetune_throughput", {"settings": vars(args), "rows": rows, "rounds": rounds, "table": table,
+                                          "cuda": torch.cuda.is_available()}, machine)
+
+
+if __name__ == "__main__":
+    main()

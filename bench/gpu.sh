@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# BERT-base (768 x 12, vocab 30522), seq 128, bf16 MLM pretraining on ONE GPU: our pipeline vs the
+# Hugging Face run_mlm_no_trainer recipe, tokens/s and MFU against the GPU's measured bf16 matmul peak.
+#
+#   bench/gpu.sh              # on a CUDA machine, from anywhere; ~5-10 min (data prep, compile, 7 rows)
+#   bench/gpu.sh --dry-run    # on CPU: syntax, imports and a 1-step tiny run of every row kind
+#
+# Rows: hf (fp32, as the example runs by default), hf_bf16 (the example under
+# `accelerate --mixed_precision bf16`), then our ablation up to bf16 + torch.compile.  Results:
+# bench/results/pretrain_base_cuda.json (with the GPU model) plus a torch.profiler table of our best row.
+# Environment: PIPELINE_DATA (folder holding wikitext-2/; a synthetic corpus is used if absent),
+# PIPELINE_BENCH_CACHE (tokenizer/shard cache, default /tmp/pipeline-bench), BATCH (default 128).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--dry-run" ]]; then
+    bash -n bench/gpu.sh
+    python -m compileall -q bench pipeline
+    exec python -m bench.pretrain_throughput --size tiny --device cpu \
+        --configs hf,hf_bf16,loop,sparse,fused,bf16_eager --batch-size 2 --warmup 0 --steps 1 --rounds 1 \
+        --name gpu_dry_run
+fi
+
+if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "error: no CUDA device visible to torch (use --dry-run to check the script on CPU)" >&2
+    exit 2
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python -m bench.pretrain_throughput --size base --device cuda --batch-size "${BATCH:-128}" \
+    --configs hf,hf_bf16,loop,sparse,fused,bf16_eager,bf16 --warmup 3 --steps 10 --rounds 1 --profile \
+    --name pretrain_base_cuda
