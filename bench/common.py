@@ -45,8 +45,12 @@ def _cpu_model() -> tuple[str, set[str]]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or "unknown", set()
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    model = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?"
+    )
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+    )
     return model, set(flags)
 
 
@@ -61,7 +65,8 @@ def machine_info(device: str = "cpu") -> dict:
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": model,
         "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_bf16_hardware": sorted(flags & {"amx_bf16", "avx512_bf16", "amx_tile"}) or "none (no AMX / AVX512-BF16)",
+        "cpu_bf16_hardware": sorted(flags & {"amx_bf16", "avx512_bf16", "amx_tile"})
+        or "none (no AMX / AVX512-BF16)",
         "torch_threads": torch.get_num_threads(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),

@@ -36,11 +36,23 @@ VOCAB = {"tiny": 8000, "mini": 8000, "base": 30522}
 
 
 def wait_fraction(args, shards, prefetch: int) -> dict:
-    run = run_pretrain(Variant(), shards, args.size, batch_size=args.batch_size, grad_accum=1,
-                       steps=args.warmup + args.steps + 1, prefetch=prefetch)
-    durations, waits = run["durations"][args.warmup:], run["waits"][args.warmup:]
-    return {"prefetch": prefetch, "step_s": median(durations), "wait_ms_per_step": 1000 * sum(waits) / len(waits),
-            "wait_fraction": sum(waits) / sum(durations), "max_wait_ms": 1000 * max(waits)}
+    run = run_pretrain(
+        Variant(),
+        shards,
+        args.size,
+        batch_size=args.batch_size,
+        grad_accum=1,
+        steps=args.warmup + args.steps + 1,
+        prefetch=prefetch,
+    )
+    durations, waits = run["durations"][args.warmup :], run["waits"][args.warmup :]
+    return {
+        "prefetch": prefetch,
+        "step_s": median(durations),
+        "wait_ms_per_step": 1000 * sum(waits) / len(waits),
+        "wait_fraction": sum(waits) / sum(durations),
+        "max_wait_ms": 1000 * max(waits),
+    }
 
 
 def batch_build_ms(make_batch, count: int = 10) -> float:
@@ -56,8 +68,15 @@ def seek_times(args, shards) -> tuple[list[dict], dict]:
     from pipeline.accel import make_accelerator
     from pipeline.stages.pretrain import build_task
 
-    cfg = pretrain_config(shards, workspace.CACHE_DIR / "seek-run", args.size, batch_size=args.batch_size,
-                          grad_accum=1, max_steps=10**9, compile=False)
+    cfg = pretrain_config(
+        shards,
+        workspace.CACHE_DIR / "seek-run",
+        args.size,
+        batch_size=args.batch_size,
+        grad_accum=1,
+        max_steps=10**9,
+        compile=False,
+    )
     accelerator = make_accelerator(cfg.train, cfg.output_dir, log=False)
     task, plan = build_task(cfg, accelerator)
     steps_per_epoch = plan.num_samples / plan.global_batch
@@ -70,7 +89,10 @@ def seek_times(args, shards) -> tuple[list[dict], dict]:
         seconds = time.perf_counter() - start
         stream.close()
         rows.append({"step": step, "epoch": step / steps_per_epoch, "seek_s": seconds})
-        print(f"seek to step {step:,} (epoch {step / steps_per_epoch:,.1f}): {seconds * 1000:.1f} ms", flush=True)
+        print(
+            f"seek to step {step:,} (epoch {step / steps_per_epoch:,.1f}): {seconds * 1000:.1f} ms",
+            flush=True,
+        )
     return rows, {"make_batch_ms": batch_build_ms(task.make_batch), "num_samples": plan.num_samples}
 
 
@@ -84,7 +106,9 @@ def permutation_costs(sizes=(10**6, 10**7)) -> list[dict]:
         batches._permutation.cache_clear()
         start = time.perf_counter()
         batches._permutation(n, 0, 1)
-        rows.append({"sequences": n, "tokens_at_seq128": n * 128, "permutation_s": time.perf_counter() - start})
+        rows.append(
+            {"sequences": n, "tokens_at_seq128": n * 128, "permutation_s": time.perf_counter() - start}
+        )
         print(f"epoch permutation of {n:,} sequences: {rows[-1]['permutation_s']:.2f} s", flush=True)
     batches._permutation.cache_clear()
     return rows
@@ -104,29 +128,57 @@ def main() -> None:
     for _ in range(args.rounds):
         for prefetch in (4, 0):
             runs.append(wait_fraction(args, shards, prefetch))
-            print(f"prefetch={prefetch}: wait {runs[-1]['wait_fraction']:.2%} of step time "
-                  f"({runs[-1]['wait_ms_per_step']:.1f} ms/step, step {runs[-1]['step_s']:.2f} s)", flush=True)
+            print(
+                f"prefetch={prefetch}: wait {runs[-1]['wait_fraction']:.2%} of step time "
+                f"({runs[-1]['wait_ms_per_step']:.1f} ms/step, step {runs[-1]['step_s']:.2f} s)",
+                flush=True,
+            )
     rows = []
     for prefetch in (4, 0):
         mine = [r for r in runs if r["prefetch"] == prefetch]
-        rows.append({key: median(r[key] for r in mine) for key in mine[0] if key != "prefetch"} | {"prefetch": prefetch})
+        rows.append(
+            {key: median(r[key] for r in mine) for key in mine[0] if key != "prefetch"}
+            | {"prefetch": prefetch}
+        )
     seeks, extra = seek_times(args, shards)
     wait_table = print_table(
         f"Time blocked waiting for data, BERT {args.size} fp32, batch {args.batch_size} x 128, {machine['cpu']}",
-        rows, [("prefetch", "train.prefetch", ""), ("step_s", "step s", ".2f"), ("wait_ms_per_step", "wait ms/step", ".2f"),
-               ("max_wait_ms", "max wait ms", ".1f"), ("wait_fraction", "wait / step time", ".2%")])
+        rows,
+        [
+            ("prefetch", "train.prefetch", ""),
+            ("step_s", "step s", ".2f"),
+            ("wait_ms_per_step", "wait ms/step", ".2f"),
+            ("max_wait_ms", "max wait ms", ".1f"),
+            ("wait_fraction", "wait / step time", ".2%"),
+        ],
+    )
     print(f"building one micro-batch (memmap read + masking) takes {extra['make_batch_ms']:.1f} ms")
     seek_table = print_table(
         f"Resume seek: stream created at step k -> first batch ({extra['num_samples']:,} sequences/epoch)",
-        seeks, [("step", "optimizer step k", ","), ("epoch", "epoch", ",.1f"), ("seek_s", "seek s", ".4f")])
+        seeks,
+        [("step", "optimizer step k", ","), ("epoch", "epoch", ",.1f"), ("seek_s", "seek s", ".4f")],
+    )
     scale_table = print_table(
-        "Seek cost that grows with the corpus: the epoch permutation", permutation_costs(),
-        [("sequences", "sequences in the split", ","), ("tokens_at_seq128", "tokens (seq 128)", ","),
-         ("permutation_s", "permutation s", ".2f")])
-    write_results("dataloader_overhead", {
-        "settings": vars(args), "wait": rows, "wait_runs": runs, "seek": seeks, **extra,
-        "table": wait_table + seek_table + scale_table,
-    }, machine)
+        "Seek cost that grows with the corpus: the epoch permutation",
+        permutation_costs(),
+        [
+            ("sequences", "sequences in the split", ","),
+            ("tokens_at_seq128", "tokens (seq 128)", ","),
+            ("permutation_s", "permutation s", ".2f"),
+        ],
+    )
+    write_results(
+        "dataloader_overhead",
+        {
+            "settings": vars(args),
+            "wait": rows,
+            "wait_runs": runs,
+            "seek": seeks,
+            **extra,
+            "table": wait_table + seek_table + scale_table,
+        },
+        machine,
+    )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,10 @@ ROWS = {
 
 
 def write_subset(source: Path, target: Path, limit: int) -> Path:
-    with open(source, newline="", encoding="utf-8") as f, open(target, "w", newline="", encoding="utf-8") as out:
+    with (
+        open(source, newline="", encoding="utf-8") as f,
+        open(target, "w", newline="", encoding="utf-8") as out,
+    ):
         for index, line in enumerate(f):
             if index > limit:  # the header plus ``limit`` rows
                 break
@@ -66,24 +69,51 @@ def hf_steps(args, train_tsv: Path, precision: str):
     tokenizer = AutoTokenizer.from_pretrained(workspace.tokenizer(VOCAB))
     dataset = glue_dataset(tokenizer, train_tsv, "sentence", "label", MAX_LENGTH)
     dims = PRESETS[args.size]
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=dims["hidden_size"], num_hidden_layers=dims["num_layers"],
-                        num_attention_heads=dims["num_heads"], intermediate_size=dims["intermediate_size"],
-                        pad_token_id=tokenizer.pad_token_id, num_labels=2)
-    return HFClassifierTrainer(config, tokenizer, dataset, batch_size=args.batch_size, mixed_precision=precision).steps()
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=dims["hidden_size"],
+        num_hidden_layers=dims["num_layers"],
+        num_attention_heads=dims["num_heads"],
+        intermediate_size=dims["intermediate_size"],
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=2,
+    )
+    return HFClassifierTrainer(
+        config, tokenizer, dataset, batch_size=args.batch_size, mixed_precision=precision
+    ).steps()
 
 
-def run_ours(args, train_tsv: Path, dev_tsv: Path, precision: str, total_steps: int, on_tick=None) -> list[float]:
+def run_ours(
+    args, train_tsv: Path, dev_tsv: Path, precision: str, total_steps: int, on_tick=None
+) -> list[float]:
     from pipeline.stages import finetune
 
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as out, mixed_precision(precision):
-        cfg = load_config(finetune.Config, None, [
-            "task.type=classification", f"data.train={train_tsv}", f"data.validation={dev_tsv}",
-            "data.text_columns=[sentence]", "data.label_column=label", f"data.max_length={MAX_LENGTH}",
-            "model.init_from=none", f"model.tokenizer={workspace.tokenizer(VOCAB)}", f"model.preset={args.size}",
-            f"output_dir={out}", f"train.max_steps={total_steps + 1}", f"train.batch_size={args.batch_size}",
-            "train.lr=2e-5", "train.eval_every=0", "train.save_every=0", f"train.log_every={total_steps + 1}",
-            "train.peak_tflops=1", "train.progress=false", "train.resume=never",
-        ])
+        cfg = load_config(
+            finetune.Config,
+            None,
+            [
+                "task.type=classification",
+                f"data.train={train_tsv}",
+                f"data.validation={dev_tsv}",
+                "data.text_columns=[sentence]",
+                "data.label_column=label",
+                f"data.max_length={MAX_LENGTH}",
+                "model.init_from=none",
+                f"model.tokenizer={workspace.tokenizer(VOCAB)}",
+                f"model.preset={args.size}",
+                f"output_dir={out}",
+                f"train.max_steps={total_steps + 1}",
+                f"train.batch_size={args.batch_size}",
+                "train.lr=2e-5",
+                "train.eval_every=0",
+                "train.save_every=0",
+                f"train.log_every={total_steps + 1}",
+                "train.peak_tflops=1",
+                "train.progress=false",
+                "train.resume=never",
+            ],
+        )
         times = StepTimes(on_tick=on_tick)
         with instrumented_fit(times, grad_accum=1):
             finetune.run(cfg)
@@ -91,7 +121,7 @@ def run_ours(args, train_tsv: Path, dev_tsv: Path, precision: str, total_steps: 
 
 
 def _examples_per_s(args, durations: list[float]) -> float:
-    steady = durations[args.warmup:]
+    steady = durations[args.warmup :]
     return args.batch_size * len(steady) / sum(steady)
 
 
@@ -105,17 +135,22 @@ def measure_round(args, configs, trainers, train_tsv: Path, dev_tsv: Path, inter
                 partner = Interleave(trainers[precision])
                 for _ in range(total):
                     partner()
-                measured[name] = {"examples_per_s": _examples_per_s(args, partner.durations), "all_step_s": partner.durations}
+                measured[name] = {
+                    "examples_per_s": _examples_per_s(args, partner.durations),
+                    "all_step_s": partner.durations,
+                }
             continue
         partner = Interleave(trainers["no"]) if interleave else None
         durations = run_ours(args, train_tsv, dev_tsv, precision, total, on_tick=partner)
         measured[name] = {"examples_per_s": _examples_per_s(args, durations), "all_step_s": durations}
         if partner is not None:
             measured[name]["paired_hf"] = _examples_per_s(args, partner.durations)
-            hf_durations += partner.durations[args.warmup:]
+            hf_durations += partner.durations[args.warmup :]
     if interleave:
-        measured["hf"] = {"examples_per_s": args.batch_size * len(hf_durations) / sum(hf_durations),
-                          "all_step_s": hf_durations}
+        measured["hf"] = {
+            "examples_per_s": args.batch_size * len(hf_durations) / sum(hf_durations),
+            "all_step_s": hf_durations,
+        }
     return measured
 
 
@@ -138,23 +173,52 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-sst2-") as tmp:
         train_tsv = write_subset(DATA_DIR / "sst2" / "train.tsv", Path(tmp) / "train.tsv", args.examples)
         dev_tsv = write_subset(DATA_DIR / "sst2" / "dev.tsv", Path(tmp) / "dev.tsv", 64)
-        for precision in {"bf16" if name.endswith("bf16") else "no" for name in configs if name.startswith("hf")}:
+        for precision in {
+            "bf16" if name.endswith("bf16") else "no" for name in configs if name.startswith("hf")
+        }:
             trainers[precision] = hf_steps(args, train_tsv, precision)
         for index in range(args.rounds):
             rounds.append(measure_round(args, configs, trainers, train_tsv, dev_tsv, interleave))
-            print(f"round {index + 1}/{args.rounds}: " + ", ".join(
-                f"{name} {m['examples_per_s']:.1f} examples/s" for name, m in rounds[-1].items()), flush=True)
-    rows = [{"config": name, "description": ROWS[name],
-             "examples_per_s": median(r[name]["examples_per_s"] for r in rounds),
-             "vs_hf": median(ratio(r[name]["examples_per_s"], r[name].get("paired_hf", r["hf"]["examples_per_s"]))
-                             for r in rounds) if "hf" in configs else None}
-            for name in configs]
+            print(
+                f"round {index + 1}/{args.rounds}: "
+                + ", ".join(f"{name} {m['examples_per_s']:.1f} examples/s" for name, m in rounds[-1].items()),
+                flush=True,
+            )
+    rows = [
+        {
+            "config": name,
+            "description": ROWS[name],
+            "examples_per_s": median(r[name]["examples_per_s"] for r in rounds),
+            "vs_hf": median(
+                ratio(r[name]["examples_per_s"], r[name].get("paired_hf", r["hf"]["examples_per_s"]))
+                for r in rounds
+            )
+            if "hf" in configs
+            else None,
+        }
+        for name in configs
+    ]
     table = print_table(
         f"SST-2 fine-tuning throughput, BERT {args.size}, batch {args.batch_size}, dynamic padding, {machine['cpu']}",
-        rows, [("config", "row", ""), ("description", "what", ""), ("examples_per_s", "examples/s", ".1f"),
-               ("vs_hf", "x HF", ".2f")])
-    write_results("finetune_throughput", {"settings": vars(args), "rows": rows, "rounds": rounds, "table": table,
-                                          "cuda": torch.cuda.is_available()}, machine)
+        rows,
+        [
+            ("config", "row", ""),
+            ("description", "what", ""),
+            ("examples_per_s", "examples/s", ".1f"),
+            ("vs_hf", "x HF", ".2f"),
+        ],
+    )
+    write_results(
+        "finetune_throughput",
+        {
+            "settings": vars(args),
+            "rows": rows,
+            "rounds": rounds,
+            "table": table,
+            "cuda": torch.cuda.is_available(),
+        },
+        machine,
+    )
 
 
 if __name__ == "__main__":

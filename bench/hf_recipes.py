@@ -38,10 +38,13 @@ from transformers import (
 )
 
 
-def mlm_dataset(tokenizer, text_file: Path, seq_len: int, num_proc: int | None = None,
-                cache_dir: str | None = None) -> Dataset:
+def mlm_dataset(
+    tokenizer, text_file: Path, seq_len: int, num_proc: int | None = None, cache_dir: str | None = None
+) -> Dataset:
     """run_mlm_no_trainer's preprocessing (not line_by_line): tokenize, concatenate, cut into blocks."""
-    raw = load_dataset("text", data_files={"train": str(text_file)}, keep_linebreaks=True, cache_dir=cache_dir)
+    raw = load_dataset(
+        "text", data_files={"train": str(text_file)}, keep_linebreaks=True, cache_dir=cache_dir
+    )
     column_names = raw["train"].column_names
 
     def tokenize_function(examples):
@@ -54,18 +57,23 @@ def mlm_dataset(tokenizer, text_file: Path, seq_len: int, num_proc: int | None =
         total_length = len(concatenated[list(examples.keys())[0]])
         if total_length >= seq_len:
             total_length = (total_length // seq_len) * seq_len
-        return {k: [t[i : i + seq_len] for i in range(0, total_length, seq_len)] for k, t in concatenated.items()}
+        return {
+            k: [t[i : i + seq_len] for i in range(0, total_length, seq_len)] for k, t in concatenated.items()
+        }
 
     return tokenized.map(group_texts, batched=True, num_proc=num_proc)["train"]
 
 
-def glue_dataset(tokenizer, tsv_file: Path, text_column: str, label_column: str, max_length: int,
-                 limit: int = 0) -> Dataset:
+def glue_dataset(
+    tokenizer, tsv_file: Path, text_column: str, label_column: str, max_length: int, limit: int = 0
+) -> Dataset:
     """run_glue_no_trainer's preprocessing of a single-sentence task: no padding, truncation."""
     with open(tsv_file, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     rows = rows[:limit] if limit else rows
-    raw = Dataset.from_dict({"sentence": [r[text_column] for r in rows], "label": [int(r[label_column]) for r in rows]})
+    raw = Dataset.from_dict(
+        {"sentence": [r[text_column] for r in rows], "label": [int(r[label_column]) for r in rows]}
+    )
 
     def preprocess_function(examples):
         result = tokenizer(examples["sentence"], padding=False, max_length=max_length, truncation=True)
@@ -86,21 +94,38 @@ def fresh_accelerator(grad_accum: int, mixed_precision: str) -> Accelerator:
 class _ExampleLoop:
     """The loop body shared by run_mlm_no_trainer and run_glue_no_trainer."""
 
-    def __init__(self, model, dataset: Dataset, collator, *, batch_size: int, grad_accum: int, lr: float,
-                 weight_decay: float, max_steps: int, mixed_precision: str, seed: int):
+    def __init__(
+        self,
+        model,
+        dataset: Dataset,
+        collator,
+        *,
+        batch_size: int,
+        grad_accum: int,
+        lr: float,
+        weight_decay: float,
+        max_steps: int,
+        mixed_precision: str,
+        seed: int,
+    ):
         torch.manual_seed(seed)
         self.accelerator = fresh_accelerator(grad_accum, mixed_precision)
         loader = DataLoader(dataset, shuffle=True, collate_fn=collator, batch_size=batch_size)
         no_decay = ["bias", "LayerNorm.weight"]
         groups = [
-            {"params": [p for n, p in model.named_parameters() if not any(nd in n for nd in no_decay)],
-             "weight_decay": weight_decay},
-            {"params": [p for n, p in model.named_parameters() if any(nd in n for nd in no_decay)],
-             "weight_decay": 0.0},
+            {
+                "params": [p for n, p in model.named_parameters() if not any(nd in n for nd in no_decay)],
+                "weight_decay": weight_decay,
+            },
+            {
+                "params": [p for n, p in model.named_parameters() if any(nd in n for nd in no_decay)],
+                "weight_decay": 0.0,
+            },
         ]
         optimizer = torch.optim.AdamW(groups, lr=lr)
-        scheduler = get_scheduler("linear", optimizer=optimizer, num_warmup_steps=0,
-                                  num_training_steps=max_steps * grad_accum)
+        scheduler = get_scheduler(
+            "linear", optimizer=optimizer, num_warmup_steps=0, num_training_steps=max_steps * grad_accum
+        )
         self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
             model, optimizer, loader, scheduler
         )
@@ -125,24 +150,65 @@ class _ExampleLoop:
 class HFMlmTrainer(_ExampleLoop):
     """run_mlm_no_trainer: ``hf_config`` sets the model dims (vocab = the tokenizer's)."""
 
-    def __init__(self, hf_config, tokenizer, dataset: Dataset, *, batch_size: int, grad_accum: int = 1,
-                 max_steps: int = 1000, mixed_precision: str = "no", lr: float = 5e-5, seed: int = 0):
+    def __init__(
+        self,
+        hf_config,
+        tokenizer,
+        dataset: Dataset,
+        *,
+        batch_size: int,
+        grad_accum: int = 1,
+        max_steps: int = 1000,
+        mixed_precision: str = "no",
+        lr: float = 5e-5,
+        seed: int = 0,
+    ):
         torch.manual_seed(seed)
         model = AutoModelForMaskedLM.from_config(hf_config)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
         collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=0.15)
-        super().__init__(model, dataset, collator, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-                         weight_decay=0.0, max_steps=max_steps, mixed_precision=mixed_precision, seed=seed)
+        super().__init__(
+            model,
+            dataset,
+            collator,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            lr=lr,
+            weight_decay=0.0,
+            max_steps=max_steps,
+            mixed_precision=mixed_precision,
+            seed=seed,
+        )
 
 
 class HFClassifierTrainer(_ExampleLoop):
     """run_glue_no_trainer: dynamic padding per batch, fp32 unless ``mixed_precision`` says otherwise."""
 
-    def __init__(self, hf_config, tokenizer, dataset: Dataset, *, batch_size: int, max_steps: int = 1000,
-                 mixed_precision: str = "no", lr: float = 2e-5, seed: int = 0):
+    def __init__(
+        self,
+        hf_config,
+        tokenizer,
+        dataset: Dataset,
+        *,
+        batch_size: int,
+        max_steps: int = 1000,
+        mixed_precision: str = "no",
+        lr: float = 2e-5,
+        seed: int = 0,
+    ):
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_config(hf_config)
         collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None)
-        super().__init__(model, dataset, collator, batch_size=batch_size, grad_accum=1, lr=lr, weight_decay=0.0,
-                         max_steps=max_steps, mixed_precision=mixed_precision, seed=seed)
+        super().__init__(
+            model,
+            dataset,
+            collator,
+            batch_size=batch_size,
+            grad_accum=1,
+            lr=lr,
+            weight_decay=0.0,
+            max_steps=max_steps,
+            mixed_precision=mixed_precision,
+            seed=seed,
+        )

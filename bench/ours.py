@@ -128,7 +128,11 @@ class _NoWriteCheckpoints(CheckpointManager):
 def instrumented_fit(times: StepTimes, grad_accum: int, fused_adamw: bool = True):
     optimizer = functools.partial(build_optimizer, fused=fused_adamw)
     with (
-        mock.patch.object(pipeline.loop, "micro_batch_stream", _timed_stream(pipeline.loop.micro_batch_stream, times, grad_accum)),
+        mock.patch.object(
+            pipeline.loop,
+            "micro_batch_stream",
+            _timed_stream(pipeline.loop.micro_batch_stream, times, grad_accum),
+        ),
         mock.patch.object(pipeline.loop, "CheckpointManager", _NoWriteCheckpoints),
         mock.patch.object(pipeline.loop, "build_optimizer", optimizer),
     ):
@@ -159,45 +163,91 @@ class Variant:
     precision: str = "no"  # accelerate mixed precision: no | bf16
 
 
-def pretrain_config(shards: Path, output_dir: Path, preset: str, *, batch_size: int, grad_accum: int,
-                    max_steps: int, compile: bool, prefetch: int = 4):
+def pretrain_config(
+    shards: Path,
+    output_dir: Path,
+    preset: str,
+    *,
+    batch_size: int,
+    grad_accum: int,
+    max_steps: int,
+    compile: bool,
+    prefetch: int = 4,
+):
     from pipeline.stages import pretrain
 
     overrides = [
-        f"data.shards={shards}", f"output_dir={output_dir}", "model.arch=bert", f"model.preset={preset}",
-        f"train.max_steps={max_steps}", f"train.batch_size={batch_size}", f"train.grad_accum={grad_accum}",
-        "train.lr=5e-4", "train.warmup_steps=0", "train.eval_every=0", "train.save_every=0",
-        f"train.log_every={max_steps}", "train.peak_tflops=1", "train.progress=false", "train.resume=never",
-        f"train.compile={str(compile).lower()}", f"train.prefetch={prefetch}",
+        f"data.shards={shards}",
+        f"output_dir={output_dir}",
+        "model.arch=bert",
+        f"model.preset={preset}",
+        f"train.max_steps={max_steps}",
+        f"train.batch_size={batch_size}",
+        f"train.grad_accum={grad_accum}",
+        "train.lr=5e-4",
+        "train.warmup_steps=0",
+        "train.eval_every=0",
+        "train.save_every=0",
+        f"train.log_every={max_steps}",
+        "train.peak_tflops=1",
+        "train.progress=false",
+        "train.resume=never",
+        f"train.compile={str(compile).lower()}",
+        f"train.prefetch={prefetch}",
     ]
     return load_config(pretrain.Config, None, overrides)
 
 
-def run_pretrain(variant: Variant, shards: Path, preset: str, *, batch_size: int, grad_accum: int, steps: int,
-                 prefetch: int = 4, on_tick=None) -> dict:
+def run_pretrain(
+    variant: Variant,
+    shards: Path,
+    preset: str,
+    *,
+    batch_size: int,
+    grad_accum: int,
+    steps: int,
+    prefetch: int = 4,
+    on_tick=None,
+) -> dict:
     """Train ``steps`` optimizer steps with the real stage + loop; returns ``steps - 1`` step durations
     (the first includes compilation / warm-up), the data waits, tokens per step and FLOPs per token."""
     from pipeline.accel import make_accelerator
     from pipeline.stages.pretrain import build_task
 
     with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as out, mixed_precision(variant.precision):
-        cfg = pretrain_config(shards, Path(out), preset, batch_size=batch_size, grad_accum=grad_accum,
-                              max_steps=steps, compile=variant.compile, prefetch=prefetch)
+        cfg = pretrain_config(
+            shards,
+            Path(out),
+            preset,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            max_steps=steps,
+            compile=variant.compile,
+            prefetch=prefetch,
+        )
         accelerator = make_accelerator(cfg.train, out, log=False)
         task, _ = build_task(cfg, accelerator)
         task.evaluate, task.export = None, lambda *args: None
         seq_len = int(read_manifest(shards)[1]["seq_len"])
         if not variant.sparse_head:
             task.model = DenseMLM(task.model.mlm)
-            task.flops_per_token = mlm_flops_per_token(task.model.mlm.config, seq_len, seq_len)  # head everywhere
-        times = StepTimes(sync=torch.cuda.synchronize if accelerator.device.type == "cuda" else None, on_tick=on_tick)
+            task.flops_per_token = mlm_flops_per_token(
+                task.model.mlm.config, seq_len, seq_len
+            )  # head everywhere
+        times = StepTimes(
+            sync=torch.cuda.synchronize if accelerator.device.type == "cuda" else None, on_tick=on_tick
+        )
         with instrumented_fit(times, grad_accum, fused_adamw=variant.fused_adamw):
             summary = pipeline.loop.fit(accelerator, cfg.train, task, out, cfg)
     # intervals between batch requests: steps - 1 complete step periods (the last step ends inside
     # fit's shutdown, which is not timed)
-    return {"durations": times.durations, "waits": times.waits[: len(times.durations)],
-            "tokens_per_step": batch_size * grad_accum * accelerator.num_processes * seq_len,
-            "flops_per_token": task.flops_per_token, "summary": summary}
+    return {
+        "durations": times.durations,
+        "waits": times.waits[: len(times.durations)],
+        "tokens_per_step": batch_size * grad_accum * accelerator.num_processes * seq_len,
+        "flops_per_token": task.flops_per_token,
+        "summary": summary,
+    }
 
 
 _OP_GROUPS = {  # profiler op name -> where the step's time goes
@@ -213,16 +263,25 @@ def profile_pretrain(variant: Variant, shards: Path, args) -> dict:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     plan = schedule(wait=args.warmup + 1, warmup=1, active=2, repeat=1)
     with profile(activities=activities, schedule=plan) as prof:
-        run_pretrain(variant, shards, args.preset, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                     steps=args.warmup + 6, on_tick=prof.step)
+        run_pretrain(
+            variant,
+            shards,
+            args.preset,
+            batch_size=args.batch_size,
+            grad_accum=args.grad_accum,
+            steps=args.warmup + 6,
+            on_tick=prof.step,
+        )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
     events = prof.key_averages()
     table = events.table(sort_by=attr, row_limit=15)
     print(table)
     total = sum(getattr(e, attr) for e in events) or 1.0
-    shares = {group: sum(getattr(e, attr) for e in events if e.key.startswith(names)) / total
-              for group, names in _OP_GROUPS.items()}
+    shares = {
+        group: sum(getattr(e, attr) for e in events if e.key.startswith(names)) / total
+        for group, names in _OP_GROUPS.items()
+    }
     shares["other (elementwise, norms, softmax, dropout, copies)"] = 1.0 - sum(shares.values())
     print("share of profiled op time: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
     return {"variant": str(variant), "top_ops": table, "time_shares": shares}

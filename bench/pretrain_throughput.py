@@ -52,19 +52,50 @@ from pipeline.models import PRESETS, mlm_flops_per_token  # noqa: E402
 
 SEQ_LEN = 128
 SIZES = {  # defaults per size: tokens per step = batch x 128; keep the default run near 5 minutes on 2 cores
-    "tiny": {"preset": "tiny", "vocab": 8000, "batch": 8, "warmup": 1, "steps": 2, "rounds": 1, "configs": "hf,fused"},
-    "mini": {"preset": "mini", "vocab": 8000, "batch": 32, "warmup": 1, "steps": 3, "rounds": 2,
-             "configs": "hf,loop,sparse,fused,bf16_eager"},  # + compile,bf16: ~3 min more compile time on 2 cores
-    "base": {"preset": "base", "vocab": 30522, "batch": 8, "warmup": 1, "steps": 4, "rounds": 1, "configs": "hf,fused"},
+    "tiny": {
+        "preset": "tiny",
+        "vocab": 8000,
+        "batch": 8,
+        "warmup": 1,
+        "steps": 2,
+        "rounds": 1,
+        "configs": "hf,fused",
+    },
+    "mini": {
+        "preset": "mini",
+        "vocab": 8000,
+        "batch": 32,
+        "warmup": 1,
+        "steps": 3,
+        "rounds": 2,
+        "configs": "hf,loop,sparse,fused,bf16_eager",
+    },  # + compile,bf16: ~3 min more compile time on 2 cores
+    "base": {
+        "preset": "base",
+        "vocab": 30522,
+        "batch": 8,
+        "warmup": 1,
+        "steps": 4,
+        "rounds": 1,
+        "configs": "hf,fused",
+    },
 }
 ROWS = {  # name -> (description, our Variant or None for the HF recipe, HF mixed precision)
     "hf": ("HF run_mlm_no_trainer recipe: fp32, dense head, torch AdamW", None, "no"),
     "hf_bf16": ("HF recipe with accelerate --mixed_precision bf16 (reference)", None, "bf16"),
-    "loop": ("ours: shards + Masker + fit loop, HF dense loss, torch AdamW", Variant(sparse_head=False, fused_adamw=False), None),
+    "loop": (
+        "ours: shards + Masker + fit loop, HF dense loss, torch AdamW",
+        Variant(sparse_head=False, fused_adamw=False),
+        None,
+    ),
     "sparse": ("+ sparse MLM head (masked positions only)", Variant(fused_adamw=False), None),
     "fused": ("+ fused AdamW (pipeline default)", Variant(), None),
     "compile": ("+ torch.compile (train.compile=true)", Variant(compile=True), None),
-    "bf16": ("+ bf16 autocast (accelerate --mixed_precision bf16)", Variant(compile=True, precision="bf16"), None),
+    "bf16": (
+        "+ bf16 autocast (accelerate --mixed_precision bf16)",
+        Variant(compile=True, precision="bf16"),
+        None,
+    ),
     "bf16_eager": ("fused + bf16 autocast, no compile", Variant(precision="bf16"), None),
 }
 
@@ -101,23 +132,37 @@ class HFSide:
     def __init__(self, args):
         self.tokenizer = AutoTokenizer.from_pretrained(workspace.tokenizer(args.vocab))
         text, _ = workspace.corpus()
-        self.dataset = mlm_dataset(self.tokenizer, text, SEQ_LEN, cache_dir=str(workspace.CACHE_DIR / "hf-datasets"))
+        self.dataset = mlm_dataset(
+            self.tokenizer, text, SEQ_LEN, cache_dir=str(workspace.CACHE_DIR / "hf-datasets")
+        )
         dims = PRESETS[args.preset]
         self.config = BertConfig(
-            vocab_size=len(self.tokenizer), hidden_size=dims["hidden_size"], num_hidden_layers=dims["num_layers"],
-            num_attention_heads=dims["num_heads"], intermediate_size=dims["intermediate_size"],
-            max_position_embeddings=512, pad_token_id=self.tokenizer.pad_token_id,
+            vocab_size=len(self.tokenizer),
+            hidden_size=dims["hidden_size"],
+            num_hidden_layers=dims["num_layers"],
+            num_attention_heads=dims["num_heads"],
+            intermediate_size=dims["intermediate_size"],
+            max_position_embeddings=512,
+            pad_token_id=self.tokenizer.pad_token_id,
         )
 
         self.tokens_per_step = args.batch_size * args.grad_accum * SEQ_LEN
-        self.flops_per_token = mlm_flops_per_token(self.config, SEQ_LEN, SEQ_LEN)  # dense head: every position
+        self.flops_per_token = mlm_flops_per_token(
+            self.config, SEQ_LEN, SEQ_LEN
+        )  # dense head: every position
         self._steps: dict[str, object] = {}
 
     def steps(self, args, mixed_precision: str):
         """One trainer per precision, kept across rows and rounds (its first step is its warm-up)."""
         if mixed_precision not in self._steps:
-            trainer = HFMlmTrainer(self.config, self.tokenizer, self.dataset, batch_size=args.batch_size,
-                                   grad_accum=args.grad_accum, mixed_precision=mixed_precision)
+            trainer = HFMlmTrainer(
+                self.config,
+                self.tokenizer,
+                self.dataset,
+                batch_size=args.batch_size,
+                grad_accum=args.grad_accum,
+                mixed_precision=mixed_precision,
+            )
             self._steps[mixed_precision] = trainer.steps()
         return self._steps[mixed_precision]
 
@@ -132,12 +177,16 @@ def _sync(args):
     return torch.cuda.synchronize if args.device == "cuda" else None
 
 
-def step_stats(durations: list[float], waits: list[float], tokens_per_step: int, flops_per_token: float,
-               warmup: int) -> dict:
+def step_stats(
+    durations: list[float], waits: list[float], tokens_per_step: int, flops_per_token: float, warmup: int
+) -> dict:
     stats = steady_state(durations, warmup)
     return {
-        "step_s": stats["median_s"], "first_step_s": durations[0], "tokens_per_s": tokens_per_step / stats["median_s"],
-        "flops_per_token": flops_per_token, "all_step_s": durations,
+        "step_s": stats["median_s"],
+        "first_step_s": durations[0],
+        "tokens_per_s": tokens_per_step / stats["median_s"],
+        "flops_per_token": flops_per_token,
+        "all_step_s": durations,
         "data_wait_fraction": sum(waits[warmup:]) / sum(durations[warmup:]) if waits else None,
     }
 
@@ -153,23 +202,42 @@ def measure_round(args, hf: HFSide | None, shards) -> dict[str, dict]:
         _, variant, hf_precision = ROWS[name]
         if variant is None:
             if not (name == "hf" and interleave):
-                measured[name] = step_stats(hf.standalone(args, hf_precision, total), [], hf.tokens_per_step,
-                                            hf.flops_per_token, args.warmup)
+                measured[name] = step_stats(
+                    hf.standalone(args, hf_precision, total),
+                    [],
+                    hf.tokens_per_step,
+                    hf.flops_per_token,
+                    args.warmup,
+                )
             continue
         partner = Interleave(hf.steps(args, "no"), sync=_sync(args)) if interleave else None
-        run = run_pretrain(variant, shards, args.preset, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                           steps=total + 1, on_tick=partner)
-        measured[name] = step_stats(run["durations"], run["waits"], run["tokens_per_step"], run["flops_per_token"],
-                                    args.warmup)
+        run = run_pretrain(
+            variant,
+            shards,
+            args.preset,
+            batch_size=args.batch_size,
+            grad_accum=args.grad_accum,
+            steps=total + 1,
+            on_tick=partner,
+        )
+        measured[name] = step_stats(
+            run["durations"], run["waits"], run["tokens_per_step"], run["flops_per_token"], args.warmup
+        )
         if partner is not None:
             paired = step_stats(partner.durations, [], hf.tokens_per_step, hf.flops_per_token, args.warmup)
             measured[name]["paired_hf_tokens_per_s"] = paired["tokens_per_s"]
-            hf_steady += partner.durations[args.warmup:]
+            hf_steady += partner.durations[args.warmup :]
             hf_first = hf_first or partner.durations[0]
-        print(f"  {name:10s} {measured[name]['tokens_per_s']:10,.0f} tokens/s  (steps: "
-              f"{', '.join(f'{d:.2f}' for d in run['durations'])} s)" + (
-                  f"  | HF alongside: {measured[name]['paired_hf_tokens_per_s']:,.0f} tokens/s" if partner else ""),
-              flush=True)
+        print(
+            f"  {name:10s} {measured[name]['tokens_per_s']:10,.0f} tokens/s  (steps: "
+            f"{', '.join(f'{d:.2f}' for d in run['durations'])} s)"
+            + (
+                f"  | HF alongside: {measured[name]['paired_hf_tokens_per_s']:,.0f} tokens/s"
+                if partner
+                else ""
+            ),
+            flush=True,
+        )
     if interleave:
         measured["hf"] = step_stats([hf_first, *hf_steady], [], hf.tokens_per_step, hf.flops_per_token, 1)
     return measured
@@ -189,27 +257,41 @@ def summarise(args, rounds: list[dict], peaks: dict) -> list[dict]:
         description, variant, hf_precision = ROWS[name]
         runs = [r[name] for r in rounds]
         tps = median(r["tokens_per_s"] for r in runs)
-        dtype_peak = peaks["bf16" if (hf_precision if variant is None else variant.precision) == "bf16" else "fp32"]
+        dtype_peak = peaks[
+            "bf16" if (hf_precision if variant is None else variant.precision) == "bf16" else "fp32"
+        ]
         vs_hf = _vs_hf(name, rounds)
-        rows.append({
-            "config": name, "description": description, "step_s": median(r["step_s"] for r in runs),
-            "tokens_per_s": tps, "vs_hf": vs_hf,
-            "vs_previous": ratio(vs_hf, previous) if previous and vs_hf else None,
-            "mfu_dtype_peak": tps * runs[0]["flops_per_token"] / dtype_peak,
-            "mfu_best_peak": tps * runs[0]["flops_per_token"] / best_peak,
-            "first_step_s": runs[0]["first_step_s"],
-            "warmup_extra_s": max(0.0, runs[0]["first_step_s"] - runs[0]["step_s"]),  # compile, allocation
-            "data_wait_fraction": median(r["data_wait_fraction"] for r in runs) if variant else None,
-            "rounds": runs,
-        })
+        rows.append(
+            {
+                "config": name,
+                "description": description,
+                "step_s": median(r["step_s"] for r in runs),
+                "tokens_per_s": tps,
+                "vs_hf": vs_hf,
+                "vs_previous": ratio(vs_hf, previous) if previous and vs_hf else None,
+                "mfu_dtype_peak": tps * runs[0]["flops_per_token"] / dtype_peak,
+                "mfu_best_peak": tps * runs[0]["flops_per_token"] / best_peak,
+                "first_step_s": runs[0]["first_step_s"],
+                "warmup_extra_s": max(
+                    0.0, runs[0]["first_step_s"] - runs[0]["step_s"]
+                ),  # compile, allocation
+                "data_wait_fraction": median(r["data_wait_fraction"] for r in runs) if variant else None,
+                "rounds": runs,
+            }
+        )
         previous = vs_hf
     return rows
 
 
 COLUMNS = [
-    ("config", "row", ""), ("description", "what changes", ""), ("step_s", "step s", ".2f"),
-    ("tokens_per_s", "tokens/s", ",.0f"), ("vs_hf", "x HF", ".2f"), ("vs_previous", "x prev row", ".2f"),
-    ("mfu_dtype_peak", "MFU (own dtype peak)", ".1%"), ("mfu_best_peak", "MFU (best peak)", ".1%"),
+    ("config", "row", ""),
+    ("description", "what changes", ""),
+    ("step_s", "step s", ".2f"),
+    ("tokens_per_s", "tokens/s", ",.0f"),
+    ("vs_hf", "x HF", ".2f"),
+    ("vs_previous", "x prev row", ".2f"),
+    ("mfu_dtype_peak", "MFU (own dtype peak)", ".1%"),
+    ("mfu_best_peak", "MFU (best peak)", ".1%"),
     ("warmup_extra_s", "warm-up/compile s", ".1f"),
 ]
 
@@ -223,8 +305,11 @@ def main() -> None:
     for index in range(args.rounds):
         probe = measure_peaks(args.device)  # every round: the best of them is the peak (shared machine)
         peaks = {k: max(peaks[k], probe[k]) for k in peaks}
-        print(f"round {index + 1}/{args.rounds}: matmul peak probe fp32 {probe['fp32'] / 1e12:.3f} TFLOP/s, "
-              f"bf16 {probe['bf16'] / 1e12:.3f} TFLOP/s", flush=True)
+        print(
+            f"round {index + 1}/{args.rounds}: matmul peak probe fp32 {probe['fp32'] / 1e12:.3f} TFLOP/s, "
+            f"bf16 {probe['bf16'] / 1e12:.3f} TFLOP/s",
+            flush=True,
+        )
         rounds.append(measure_round(args, hf, shards))
     probes = peaks
     peaks = best_known_peaks(args.device, probes)
@@ -232,18 +317,32 @@ def main() -> None:
     ours = [r for r in rows if ROWS[r["config"]][1] is not None]
     # paired "x HF" ratios are robust to load swings between rows; raw tokens/s are not
     best = max(ours, key=lambda r: r["vs_hf"] or r["tokens_per_s"]) if ours else None
-    title = (f"Pretraining throughput, BERT {args.size} (seq {SEQ_LEN}, {args.batch_size * args.grad_accum} "
-             f"sequences/step), {args.device}, {machine['cpu'] if args.device == 'cpu' else machine.get('gpu')}")
+    title = (
+        f"Pretraining throughput, BERT {args.size} (seq {SEQ_LEN}, {args.batch_size * args.grad_accum} "
+        f"sequences/step), {args.device}, {machine['cpu'] if args.device == 'cpu' else machine.get('gpu')}"
+    )
     table = print_table(title, rows, COLUMNS)
     profile = profile_pretrain(ROWS[best["config"]][1], shards, args) if args.profile and best else None
     if best:
-        print(f"ours (best row '{best['config']}'): {best['tokens_per_s']:,.0f} tokens/s, "
-              f"{best['vs_hf'] or float('nan'):.2f}x the HF recipe, MFU {best['mfu_best_peak']:.1%} of the best peak")
-    write_results(args.name or f"pretrain_{args.size}_{args.device}", {
-        "settings": {k: v for k, v in vars(args).items() if k != "profile"},
-        "corpus": workspace.corpus()[1], "seq_len": SEQ_LEN,
-        "peak_flops": peaks, "peak_flops_this_run": probes, "rows": rows, "best": best and best["config"], "table": table, "profile": profile,
-    }, machine)
+        print(
+            f"ours (best row '{best['config']}'): {best['tokens_per_s']:,.0f} tokens/s, "
+            f"{best['vs_hf'] or float('nan'):.2f}x the HF recipe, MFU {best['mfu_best_peak']:.1%} of the best peak"
+        )
+    write_results(
+        args.name or f"pretrain_{args.size}_{args.device}",
+        {
+            "settings": {k: v for k, v in vars(args).items() if k != "profile"},
+            "corpus": workspace.corpus()[1],
+            "seq_len": SEQ_LEN,
+            "peak_flops": peaks,
+            "peak_flops_this_run": probes,
+            "rows": rows,
+            "best": best and best["config"],
+            "table": table,
+            "profile": profile,
+        },
+        machine,
+    )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,14 @@ def run_measured(argv: list[str]) -> dict:
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             log.seek(0)
-            raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{log.read().decode(errors='replace')[-3000:]}")
-    return {"seconds": seconds, "max_process_rss_mb": usage.ru_maxrss / 1024, "tree_peak_rss_mb": tree_peak / 2**20}
+            raise SystemExit(
+                f"{' '.join(argv)} failed ({proc.returncode}):\n{log.read().decode(errors='replace')[-3000:]}"
+            )
+    return {
+        "seconds": seconds,
+        "max_process_rss_mb": usage.ru_maxrss / 1024,
+        "tree_peak_rss_mb": tree_peak / 2**20,
+    }
 
 
 def _rss(process: psutil.Process) -> int:
@@ -90,9 +96,20 @@ def _rss(process: psutil.Process) -> int:
 
 
 def ours_argv(corpus: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "pipeline", "shard", f"input=[{corpus}]", f"tokenizer={workspace.tokenizer(VOCAB)}",
-            f"output_dir={out}", f"seq_len={SEQ_LEN}", "val_fraction=0.01", f"num_proc={NUM_PROC}",
-            "progress=false", "corpus.doc_boundary=line"]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "shard",
+        f"input=[{corpus}]",
+        f"tokenizer={workspace.tokenizer(VOCAB)}",
+        f"output_dir={out}",
+        f"seq_len={SEQ_LEN}",
+        "val_fraction=0.01",
+        f"num_proc={NUM_PROC}",
+        "progress=false",
+        "corpus.doc_boundary=line",
+    ]
 
 
 def hf_argv(corpus: Path, out: Path) -> list[str]:
@@ -118,15 +135,19 @@ def measure(side: str, corpus: Path, work: Path) -> dict:
     result.update({"side": side, "corpus_mb": size / 1e6, "mb_per_s": size / 1e6 / result["seconds"]})
     for path in (out, Path(f"{out}-cache")):
         shutil.rmtree(path, ignore_errors=True)
-    print(f"{side:4s} {result['corpus_mb']:6.1f} MB: {result['seconds']:6.1f} s, {result['mb_per_s']:.2f} MB/s, "
-          f"peak RSS {result['max_process_rss_mb']:.0f} MB (one process), {result['tree_peak_rss_mb']:.0f} MB (tree)",
-          flush=True)
+    print(
+        f"{side:4s} {result['corpus_mb']:6.1f} MB: {result['seconds']:6.1f} s, {result['mb_per_s']:.2f} MB/s, "
+        f"peak RSS {result['max_process_rss_mb']:.0f} MB (one process), {result['tree_peak_rss_mb']:.0f} MB (tree)",
+        flush=True,
+    )
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="5,50", help="corpus sizes in MB, comma-separated (smallest first)")
+    parser.add_argument(
+        "--sizes", default="5,50", help="corpus sizes in MB, comma-separated (smallest first)"
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--hf-child", nargs=2, metavar=("CORPUS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -147,24 +168,42 @@ def main() -> None:
     rows = []
     for corpus_mb in sizes:
         for side in ("ours", "hf"):
-            runs = [r for r in results if r["side"] == side and abs(r["corpus_mb"] - corpus_mb) / corpus_mb < 0.05]
-            rows.append({"side": side, "corpus_mb": median(r["corpus_mb"] for r in runs),
-                         "seconds": median(r["seconds"] for r in runs), "mb_per_s": median(r["mb_per_s"] for r in runs),
-                         "max_process_rss_mb": median(r["max_process_rss_mb"] for r in runs),
-                         "tree_peak_rss_mb": median(r["tree_peak_rss_mb"] for r in runs)})
+            runs = [
+                r for r in results if r["side"] == side and abs(r["corpus_mb"] - corpus_mb) / corpus_mb < 0.05
+            ]
+            rows.append(
+                {
+                    "side": side,
+                    "corpus_mb": median(r["corpus_mb"] for r in runs),
+                    "seconds": median(r["seconds"] for r in runs),
+                    "mb_per_s": median(r["mb_per_s"] for r in runs),
+                    "max_process_rss_mb": median(r["max_process_rss_mb"] for r in runs),
+                    "tree_peak_rss_mb": median(r["tree_peak_rss_mb"] for r in runs),
+                }
+            )
     for row in rows:
         hf = next(r for r in rows if r["side"] == "hf" and r["corpus_mb"] == row["corpus_mb"])
         smallest = next(r for r in rows if r["side"] == row["side"])
         row["speedup_vs_hf"] = ratio(row["mb_per_s"], hf["mb_per_s"])
         row["tree_rss_vs_smallest"] = ratio(row["tree_peak_rss_mb"], smallest["tree_peak_rss_mb"])
-    columns = [("side", "side", ""), ("corpus_mb", "corpus MB", ".1f"), ("seconds", "wall s", ".1f"),
-               ("mb_per_s", "MB/s", ".2f"), ("speedup_vs_hf", "x HF", ".2f"),
-               ("max_process_rss_mb", "peak RSS largest process MB", ".0f"),
-               ("tree_peak_rss_mb", "peak RSS process tree MB", ".0f"),
-               ("tree_rss_vs_smallest", "tree RSS vs smallest corpus", ".2f")]
-    table = print_table(f"Sharding WikiText-2 x N into seq {SEQ_LEN}, {NUM_PROC} processes each, {machine['cpu']}",
-                        rows, columns)
-    write_results("shard_throughput", {"settings": vars(args), "rows": rows, "runs": results, "table": table}, machine)
+    columns = [
+        ("side", "side", ""),
+        ("corpus_mb", "corpus MB", ".1f"),
+        ("seconds", "wall s", ".1f"),
+        ("mb_per_s", "MB/s", ".2f"),
+        ("speedup_vs_hf", "x HF", ".2f"),
+        ("max_process_rss_mb", "peak RSS largest process MB", ".0f"),
+        ("tree_peak_rss_mb", "peak RSS process tree MB", ".0f"),
+        ("tree_rss_vs_smallest", "tree RSS vs smallest corpus", ".2f"),
+    ]
+    table = print_table(
+        f"Sharding WikiText-2 x N into seq {SEQ_LEN}, {NUM_PROC} processes each, {machine['cpu']}",
+        rows,
+        columns,
+    )
+    write_results(
+        "shard_throughput", {"settings": vars(args), "rows": rows, "runs": results, "table": table}, machine
+    )
 
 
 if __name__ == "__main__":

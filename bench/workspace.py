@@ -64,8 +64,15 @@ def tokenizer(vocab_size: int) -> Path:
     text, _ = corpus()
     return _build(
         CACHE_DIR / f"tokenizer-wp{vocab_size}",
-        ["tokenizer", f"input=[{text}]", "model_type=wordpiece", f"vocab_size={vocab_size}",
-         "lowercase=true", "min_frequency=1", "corpus.doc_boundary=line"],
+        [
+            "tokenizer",
+            f"input=[{text}]",
+            "model_type=wordpiece",
+            f"vocab_size={vocab_size}",
+            "lowercase=true",
+            "min_frequency=1",
+            "corpus.doc_boundary=line",
+        ],
     )
 
 
@@ -74,6 +81,13 @@ def shards(vocab_size: int, seq_len: int = 128) -> Path:
     text, _ = corpus()
     return _build(
         CACHE_DIR / f"shards-wp{vocab_size}-{seq_len}",
-        ["shard", f"input=[{text}]", f"tokenizer={tokenizer(vocab_size)}", f"seq_len={seq_len}",
-         "val_fraction=0.01", "progress=false", "corpus.doc_boundary=line"],
+        [
+            "shard",
+            f"input=[{text}]",
+            f"tokenizer={tokenizer(vocab_size)}",
+            f"seq_len={seq_len}",
+            "val_fraction=0.01",
+            "progress=false",
+            "corpus.doc_boundary=line",
+        ],
     )

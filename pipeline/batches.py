@@ -124,6 +124,8 @@ def eval_batches(num_samples: int, batch_size: int, num_processes: int, rank: in
     if max_batches > 0:
         num_batches = min(num_batches, max_batches)
     order = np.arange(num_batches * batch_size * num_processes, dtype=np.int64)
-    mine = order.reshape(num_batches, num_processes, batch_size)[:, rank]  # interleave: batch b of every process
+    mine = order.reshape(num_batches, num_processes, batch_size)[
+        :, rank
+    ]  # interleave: batch b of every process
     valid = mine < num_samples
     return [(np.where(v, idx, 0), v) for idx, v in zip(mine, valid)]

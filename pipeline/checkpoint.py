@@ -117,7 +117,11 @@ class CheckpointManager:
             accelerator.save_state(str(partial))
         except OSError as e:  # disk full, quota, permissions: step_<N> is never created
             previous = self.latest_complete()
-            kept = f"the previous checkpoint {previous[0]} is intact" if previous else "no earlier checkpoint exists"
+            kept = (
+                f"the previous checkpoint {previous[0]} is intact"
+                if previous
+                else "no earlier checkpoint exists"
+            )
             raise PipelineError(f"could not write checkpoint {partial}: {e.strerror or e}; {kept}") from None
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -165,8 +169,11 @@ def load_first_loadable(accelerator, candidates) -> tuple[Path, dict] | None:
         failed = accelerator.reduce(torch.tensor(float(error is not None), device=accelerator.device), "sum")
         if float(failed) == 0:
             return path, state
-        warnings.warn(f"checkpoint {path} could not be loaded ({error or 'on another process'}); "
-                      "falling back to the previous checkpoint", stacklevel=2)
+        warnings.warn(
+            f"checkpoint {path} could not be loaded ({error or 'on another process'}); "
+            "falling back to the previous checkpoint",
+            stacklevel=2,
+        )
     return None
 
 
@@ -200,7 +207,9 @@ def export_model(accelerator, model, hf_model, out_dir: Path, tokenizer_dir: Pat
         unwrapped = accelerator.unwrap_model(model)
         prefix = next(name for name, module in unwrapped.named_modules() if module is hf_model)
         prefix = prefix + "." if prefix else ""
-        weights = _drop_tied_copies(hf_model, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        weights = _drop_tied_copies(
+            hf_model, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        )
         tmp = out_dir.with_name(out_dir.name + ".partial")
         if tmp.exists():
             shutil.rmtree(tmp)

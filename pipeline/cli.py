@@ -46,8 +46,12 @@ def build_parser(stage: str | None) -> argparse.ArgumentParser:
         epilog=keys_help(module.Config),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", "-c", help="YAML config file (optional if every required key is overridden)")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides; win over the file")
+    parser.add_argument(
+        "--config", "-c", help="YAML config file (optional if every required key is overridden)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key.sub=value", help="config overrides; win over the file"
+    )
     return parser
 
 

@@ -357,4 +357,6 @@ def _iter_hub(source: str, cfg: CorpusConfig) -> Iterator[str]:
 
 def _open_hub(name: str, source: str, cfg: CorpusConfig):
     hint = f"Point `input` at local files ({', '.join(SUFFIXES)}, optionally .gz) instead."
-    return load_hub_dataset(name, cfg.hub_config, cfg.hub_split, streaming=True, source=f"input {source}", local_hint=hint)
+    return load_hub_dataset(
+        name, cfg.hub_config, cfg.hub_split, streaming=True, source=f"input {source}", local_hint=hint
+    )

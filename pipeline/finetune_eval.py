@@ -41,7 +41,9 @@ def predict(accelerator, model, dataset, batch_size: int, pad_id: int) -> tuple[
         if preds.dim() > 1:  # NER: sequence lengths differ between processes
             preds = accelerator.pad_across_processes(preds, dim=1, pad_index=0)
         order = torch.from_numpy(np.where(valid, indices, -1)).to(accelerator.device)
-        for pred, index in zip(accelerator.gather(preds.contiguous()).cpu().numpy(), accelerator.gather(order).tolist()):
+        for pred, index in zip(
+            accelerator.gather(preds.contiguous()).cpu().numpy(), accelerator.gather(order).tolist()
+        ):
             if index >= 0:
                 predictions.append(pred)
     loss_sum, count = accelerator.reduce(totals, reduction="sum").tolist()

@@ -35,10 +35,18 @@ TaskType = Literal["classification", "regression", "ner"]
 class FinetuneModelConfig(ModelConfig):
     """The ``model`` section of ``pipeline finetune`` (size keys apply to init_from=none only)."""
 
-    init_from: str = option(REQUIRED, "pretrained model directory (a pretrain run's final/ or any local HF model), or none")
-    tokenizer: str | None = option(None, "tokenizer directory; default: the one saved in init_from (required for none)")
-    classifier_dropout: float | None = option(None, "dropout before the classification head (null = model default)")
-    trust_remote_code: bool = option(False, "allow model code shipped inside init_from (off: never run downloaded code)")
+    init_from: str = option(
+        REQUIRED, "pretrained model directory (a pretrain run's final/ or any local HF model), or none"
+    )
+    tokenizer: str | None = option(
+        None, "tokenizer directory; default: the one saved in init_from (required for none)"
+    )
+    classifier_dropout: float | None = option(
+        None, "dropout before the classification head (null = model default)"
+    )
+    trust_remote_code: bool = option(
+        False, "allow model code shipped inside init_from (off: never run downloaded code)"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -49,8 +57,10 @@ class FinetuneModelConfig(ModelConfig):
 def check_init_from(cfg: FinetuneModelConfig) -> None:
     path = Path(cfg.init_from)
     if cfg.init_from != "none" and not (path / "config.json").is_file():
-        raise PipelineError(f"model.init_from={path} is not a model directory (no config.json); point it at a "
-                            "pretrain run's final/ or a local Hugging Face model, or use none")
+        raise PipelineError(
+            f"model.init_from={path} is not a model directory (no config.json); point it at a "
+            "pretrain run's final/ or a local Hugging Face model, or use none"
+        )
 
 
 def load_tokenizer(cfg: FinetuneModelConfig):
@@ -66,16 +76,29 @@ def _head_class(task: TaskType):
     return AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
 
 
-def build_model(cfg: FinetuneModelConfig, task: TaskType, label_names: list[str], tokenizer) -> PreTrainedModel:
+def build_model(
+    cfg: FinetuneModelConfig, task: TaskType, label_names: list[str], tokenizer
+) -> PreTrainedModel:
     num_labels = 1 if task == "regression" else len(label_names)
-    labels = {} if task == "regression" else {
-        "id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
-    extra = {"num_labels": num_labels, "problem_type": "regression" if task == "regression" else None, **labels}
+    labels = (
+        {}
+        if task == "regression"
+        else {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    )
+    extra = {
+        "num_labels": num_labels,
+        "problem_type": "regression" if task == "regression" else None,
+        **labels,
+    }
     if cfg.classifier_dropout is not None:
         extra["classifier_dropout"] = cfg.classifier_dropout
     if cfg.init_from == "none":
-        ids = {"pad": tokenizer.pad_token_id, "cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id,
-               "mask": tokenizer.mask_token_id}
+        ids = {
+            "pad": tokenizer.pad_token_id,
+            "cls": tokenizer.cls_token_id,
+            "sep": tokenizer.sep_token_id,
+            "mask": tokenizer.mask_token_id,
+        }
         config = encoder_config(cfg, vocab_size=len(tokenizer), special_ids=ids)
         for key, value in extra.items():
             setattr(config, key, value)
@@ -84,8 +107,12 @@ def build_model(cfg: FinetuneModelConfig, task: TaskType, label_names: list[str]
     path = Path(cfg.init_from)
     try:
         AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-        return _head_class(task).from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
-                                                 attn_implementation=cfg.attn_implementation, **extra)
+        return _head_class(task).from_pretrained(
+            path,
+            trust_remote_code=cfg.trust_remote_code,
+            attn_implementation=cfg.attn_implementation,
+            **extra,
+        )
     except (OSError, ValueError, KeyError) as e:
         raise PipelineError(f"cannot load a model from model.init_from={path}: {e}") from None
 
@@ -101,7 +128,9 @@ class FinetuneModel(torch.nn.Module):
         layer = ENCODER_LAYER_CLASS.get(model.config.model_type)
         self._no_split_modules = [layer] if layer else list(getattr(model, "_no_split_modules", None) or [])
 
-    def forward(self, input_ids, attention_mask, labels=None, token_type_ids=None, weight=None, predict: bool = False):
+    def forward(
+        self, input_ids, attention_mask, labels=None, token_type_ids=None, weight=None, predict: bool = False
+    ):
         """``weight`` [B] (optional) scales each example's loss; evaluation uses 0 for padding rows."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
@@ -115,8 +144,9 @@ class FinetuneModel(torch.nn.Module):
             losses = (predictions - labels.float()) ** 2
             correct = torch.zeros_like(losses)
         else:
-            losses = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                     reduction="none").view(labels.shape)
+            losses = F.cross_entropy(
+                logits.flatten(0, -2), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+            ).view(labels.shape)
             correct = ((predictions == labels) & (labels != IGNORE_INDEX)).float()
         if weight is not None:
             shape = (-1,) + (1,) * (losses.dim() - 1)

@@ -14,10 +14,14 @@ from pipeline.errors import PipelineError
 
 def hub_offline() -> bool:
     truthy = {"1", "true", "yes", "on"}
-    return any(os.environ.get(k, "").strip().lower() in truthy for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(
+        os.environ.get(k, "").strip().lower() in truthy for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
 
 
-def load_hub_dataset(name: str, config: str | None, split: str, *, streaming: bool, source: str, local_hint: str):
+def load_hub_dataset(
+    name: str, config: str | None, split: str, *, streaming: bool, source: str, local_hint: str
+):
     """``datasets.load_dataset(name, config, split=split)``; any failure -> one clear PipelineError.
 
     ``source`` is what the user wrote, ``local_hint`` how to use local files instead."""

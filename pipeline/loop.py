@@ -43,12 +43,18 @@ COUNTERS = ("num_targets", "num_tokens")  # batch entries that are bookkeeping, 
 class TrainTask:
     """What a stage hands to :func:`fit`."""
 
-    model: torch.nn.Module  # forward(**inputs) -> {"loss_sum": 0-d tensor, optional other sums e.g. "correct"}
-    make_batch: Callable[[int, int], dict]  # (step, micro) -> this process's micro-batch (CPU tensors + COUNTERS)
+    model: (
+        torch.nn.Module
+    )  # forward(**inputs) -> {"loss_sum": 0-d tensor, optional other sums e.g. "correct"}
+    make_batch: Callable[
+        [int, int], dict
+    ]  # (step, micro) -> this process's micro-batch (CPU tensors + COUNTERS)
     export: Callable[[object, torch.nn.Module, Path], None]  # (accelerator, prepared model, dir); collective
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None  # called on every process
     flops_per_token: float = 0.0
-    on_new_best: Callable[[torch.nn.Module, dict[str, float], int], None] | None = None  # (model, metrics, step)
+    on_new_best: Callable[[torch.nn.Module, dict[str, float], int], None] | None = (
+        None  # (model, metrics, step)
+    )
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -86,8 +92,10 @@ class _Sums:
         total = accelerator.reduce(local, reduction="sum").tolist()
         self.__init__(self.device)
         targets, steps = max(total[-2], 1.0), max(total[-1], 1.0)
-        out = {"train/loss": total[keys.index("loss_sum")] / targets,
-               "train/grad_norm": total[len(keys)] / steps}  # every process holds the same norm
+        out = {
+            "train/loss": total[keys.index("loss_sum")] / targets,
+            "train/grad_norm": total[len(keys)] / steps,
+        }  # every process holds the same norm
         if "correct" in keys:
             out["train/accuracy"] = total[keys.index("correct")] / targets
         return out
@@ -96,7 +104,9 @@ class _Sums:
 def _global_scale(accelerator, micro_batches: list[dict], stop: StopSignal, grad_accum: int):
     """One all-reduce: the global target count (-> loss scale) and the stop flag (read lazily)."""
     local = sum(int(mb["num_targets"]) for mb in micro_batches)
-    flags = torch.tensor([float(local), float(stop.requested)], dtype=torch.float64, device=accelerator.device)
+    flags = torch.tensor(
+        [float(local), float(stop.requested)], dtype=torch.float64, device=accelerator.device
+    )
     total = accelerator.reduce(flags, reduction="sum")
     scale = (accelerator.num_processes * grad_accum) / total[0].clamp(min=1.0)
     return scale.float(), total[1]
@@ -122,7 +132,9 @@ class _Trainer:
         self.step, self.best, self.nonfinite = 0, None, 0
         self._resume()
         self.logger = RunLogger(accelerator, self.out, config, cfg.max_steps, self.step, cfg.progress)
-        peak = cfg.peak_tflops * 1e12 or measure_peak_flops(accelerator.device, compute_dtype(accelerator.mixed_precision))
+        peak = cfg.peak_tflops * 1e12 or measure_peak_flops(
+            accelerator.device, compute_dtype(accelerator.mixed_precision)
+        )
         self.meter = ThroughputMeter(task.flops_per_token, peak * accelerator.num_processes)
         self.sums = _Sums(accelerator.device)
         self.first_bad = torch.tensor(-1, device=accelerator.device)
@@ -159,7 +171,9 @@ class _Trainer:
         key = self.cfg.metric_for_best
         if key is not None:
             if key not in metrics:
-                raise PipelineError(f"train.metric_for_best={key!r} is not an evaluation metric: {sorted(metrics)}")
+                raise PipelineError(
+                    f"train.metric_for_best={key!r} is not an evaluation metric: {sorted(metrics)}"
+                )
             if _is_better(metrics[key], self.best, self.cfg.greater_is_better):
                 self.best = metrics[key]
                 self.task.export(self.acc, self.model, self.out / "best")
@@ -196,7 +210,9 @@ class _Trainer:
             return True
         if bool(bad):
             self.nonfinite += 1
-            self.logger.message(f"step {self.step + 1}: non-finite gradient, step skipped ({self.nonfinite} so far)")
+            self.logger.message(
+                f"step {self.step + 1}: non-finite gradient, step skipped ({self.nonfinite} so far)"
+            )
             return False
         return True
 
@@ -225,7 +241,9 @@ def resolve_max_steps(cfg: TrainConfig, num_samples: int, num_processes: int) ->
     return dataclasses.replace(cfg, max_steps=max(1, math.ceil(cfg.epochs * num_samples / global_batch)))
 
 
-def fit(accelerator, cfg: TrainConfig, task: TrainTask, output_dir: str | Path, config, epoch_of=None) -> dict:
+def fit(
+    accelerator, cfg: TrainConfig, task: TrainTask, output_dir: str | Path, config, epoch_of=None
+) -> dict:
     """Train ``task`` for ``cfg.max_steps`` optimizer steps (resuming if asked); return a run summary.
 
     ``summary["completed"]`` is False when a stop signal ended the run early after checkpointing.

@@ -46,7 +46,9 @@ def train_batch_fn(reader: ShardReader, masker: Masker, plan: GlobalBatchPlan) -
 def mlm_evaluator(accelerator, reader: ShardReader, masker: Masker, batch_size: int, max_batches: int = 0):
     """Returns ``evaluate(model) -> {"eval/loss", "eval/accuracy", "eval/perplexity"}`` over the split
     (the mean over every masked token of the split, summed across processes)."""
-    batches = eval_batches(len(reader), batch_size, accelerator.num_processes, accelerator.process_index, max_batches)
+    batches = eval_batches(
+        len(reader), batch_size, accelerator.num_processes, accelerator.process_index, max_batches
+    )
 
     def evaluate(model) -> dict[str, float]:
         totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
@@ -58,6 +60,10 @@ def mlm_evaluator(accelerator, reader: ShardReader, masker: Masker, batch_size: 
             totals += torch.stack([out["loss_sum"], out["correct"], out["count"]]).double()
         loss_sum, correct, count = accelerator.reduce(totals, reduction="sum").tolist()
         loss = loss_sum / max(count, 1.0)
-        return {"eval/loss": loss, "eval/accuracy": correct / max(count, 1.0), "eval/perplexity": float(np.exp(min(loss, 50.0)))}
+        return {
+            "eval/loss": loss,
+            "eval/accuracy": correct / max(count, 1.0),
+            "eval/perplexity": float(np.exp(min(loss, 50.0))),
+        }
 
     return evaluate

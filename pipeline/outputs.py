@@ -27,7 +27,9 @@ def prepare_output_dir(path: str | Path, cfg, accelerator=None) -> Path:
             raise PipelineError(f"output_dir {path} is not writable: {e.strerror or e}") from None
         free = shutil.disk_usage(path).free
         if free < MIN_FREE_BYTES:
-            raise PipelineError(f"output_dir {path} has only {free / 2**20:.0f} MiB free; need at least 100 MiB")
+            raise PipelineError(
+                f"output_dir {path} has only {free / 2**20:.0f} MiB free; need at least 100 MiB"
+            )
         save_config(cfg, path / "config.yaml")
     if accelerator is not None:
         accelerator.wait_for_everyone()

@@ -28,7 +28,12 @@ def summary_rows(configs: dict[str, Any]) -> list[tuple[str, str]]:
     manifest = Path(configs["shard"].output_dir) / "manifest.json"
     if manifest.is_file():
         totals = json.loads(manifest.read_text())["totals"]
-        rows.append(("shards", f"{totals['tokens']:,} tokens in {totals['sequences']:,} sequences -> {manifest.parent}"))
+        rows.append(
+            (
+                "shards",
+                f"{totals['tokens']:,} tokens in {totals['sequences']:,} sequences -> {manifest.parent}",
+            )
+        )
     pre = Path(configs["pretrain"].output_dir)
     first_last = _eval_curve(pre)
     if first_last:

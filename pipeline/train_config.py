@@ -48,12 +48,17 @@ class TrainConfig:
     resume: str = option(
         "auto", "'auto' = newest complete checkpoint in output_dir/checkpoints, 'never', or a checkpoint path"
     )
-    stop_after: int = option(0, "end this invocation after N optimizer steps with a checkpoint, as a stop signal would (time-sliced jobs); 0 = run to max_steps")
+    stop_after: int = option(
+        0,
+        "end this invocation after N optimizer steps with a checkpoint, as a stop signal would (time-sliced jobs); 0 = run to max_steps",
+    )
     log_every: int = option(10, "log train scalars every N optimizer steps")
     compile: bool = option(False, "torch.compile the model (in place: saved weights keep their plain names)")
     peak_tflops: float = option(0.0, "per-device peak TFLOP/s for MFU; 0 = measure once with a matmul probe")
     prefetch: int = option(4, "micro-batches prepared ahead by a background thread")
-    metric_for_best: str | None = option(None, "eval metric choosing the exported model, e.g. eval/accuracy (null = the last)")
+    metric_for_best: str | None = option(
+        None, "eval metric choosing the exported model, e.g. eval/accuracy (null = the last)"
+    )
     greater_is_better: bool = option(True, "whether a larger metric_for_best is better (false for eval/loss)")
     on_nonfinite: Literal["skip", "stop"] = option(
         "stop", "a NaN/inf loss or gradient norm: skip that optimizer step, or stop"

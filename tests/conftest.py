@@ -58,9 +58,20 @@ def tiny_shards(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_shards")
     corpus = synthetic_corpus(root / "corpus.txt")
     tok = root / "tokenizer"
-    assert main(["tokenizer", f"input=[{corpus}]", f"output_dir={tok}", "vocab_size=200", "min_frequency=1"]) == 0
+    assert (
+        main(["tokenizer", f"input=[{corpus}]", f"output_dir={tok}", "vocab_size=200", "min_frequency=1"])
+        == 0
+    )
     shards = root / "shards"
-    args = ["shard", f"input=[{corpus}]", f"tokenizer={tok}", f"output_dir={shards}", "seq_len=64",
-            "val_fraction=0.1", "num_proc=1", "progress=false"]
+    args = [
+        "shard",
+        f"input=[{corpus}]",
+        f"tokenizer={tok}",
+        f"output_dir={shards}",
+        "seq_len=64",
+        "val_fraction=0.1",
+        "num_proc=1",
+        "progress=false",
+    ]
     assert main(args) == 0
     return shards

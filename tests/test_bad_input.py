@@ -25,8 +25,16 @@ PRETRAIN = ["train.max_steps=1", "train.batch_size=2", "train.lr=1e-3", "train.p
 
 
 def finetune(tmp, ctx, train, validation, *extra):
-    return ["finetune", f"output_dir={tmp / 'out'}", "task.type=classification", f"data.train={train}",
-            f"data.validation={validation}", f"model.init_from={ctx['model']}", *PRETRAIN, *extra]
+    return [
+        "finetune",
+        f"output_dir={tmp / 'out'}",
+        "task.type=classification",
+        f"data.train={train}",
+        f"data.validation={validation}",
+        f"model.init_from={ctx['model']}",
+        *PRETRAIN,
+        *extra,
+    ]
 
 
 def tokenizer_on(tmp, corpus, *extra):
@@ -56,8 +64,14 @@ def huge_line_corpus(tmp, ctx):
 
 def shard_seq_len_too_long(tmp, ctx):
     corpus = write(tmp / "c.txt", "hello world\n" * 10)
-    return ["shard", f"input=[{corpus}]", f"tokenizer={ctx['shards'] / 'tokenizer'}", f"output_dir={tmp / 'out'}",
-            "seq_len=100000", "val_fraction=0.1"], r"seq_len"
+    return [
+        "shard",
+        f"input=[{corpus}]",
+        f"tokenizer={ctx['shards'] / 'tokenizer'}",
+        f"output_dir={tmp / 'out'}",
+        "seq_len=100000",
+        "val_fraction=0.1",
+    ], r"seq_len"
 
 
 def vocab_mismatch(tmp, ctx):
@@ -66,22 +80,45 @@ def vocab_mismatch(tmp, ctx):
     manifest = json.loads((broken / "manifest.json").read_text())
     manifest["tokenizer"]["vocab_size"] += 5
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    return ["pretrain", f"data.shards={broken}", f"output_dir={tmp / 'out'}", *PRETRAIN], r"vocab size mismatch"
+    return [
+        "pretrain",
+        f"data.shards={broken}",
+        f"output_dir={tmp / 'out'}",
+        *PRETRAIN,
+    ], r"vocab size mismatch"
 
 
 def seq_len_beyond_positions(tmp, ctx):
-    return (["pretrain", f"data.shards={ctx['shards']}", f"output_dir={tmp / 'out'}", *PRETRAIN,
-             "model.max_position_embeddings=16"], r"sequence length 64 exceeds model.max_position_embeddings=16")
+    return (
+        [
+            "pretrain",
+            f"data.shards={ctx['shards']}",
+            f"output_dir={tmp / 'out'}",
+            *PRETRAIN,
+            "model.max_position_embeddings=16",
+        ],
+        r"sequence length 64 exceeds model.max_position_embeddings=16",
+    )
 
 
 def unknown_key(tmp, ctx):
-    return (["pretrain", f"data.shards={ctx['shards']}", f"output_dir={tmp / 'out'}", *PRETRAIN, "train.lrr=1"],
-            r"unknown config key 'train.lrr'. Did you mean 'train.lr'")
+    return (
+        ["pretrain", f"data.shards={ctx['shards']}", f"output_dir={tmp / 'out'}", *PRETRAIN, "train.lrr=1"],
+        r"unknown config key 'train.lrr'. Did you mean 'train.lr'",
+    )
 
 
 def wrong_type(tmp, ctx):
-    return (["pretrain", f"data.shards={ctx['shards']}", f"output_dir={tmp / 'out'}", *PRETRAIN,
-             "train.batch_size=big"], r"train.batch_size: expected int")
+    return (
+        [
+            "pretrain",
+            f"data.shards={ctx['shards']}",
+            f"output_dir={tmp / 'out'}",
+            *PRETRAIN,
+            "train.batch_size=big",
+        ],
+        r"train.batch_size: expected int",
+    )
 
 
 def malformed_yaml(tmp, ctx):
@@ -111,8 +148,18 @@ def empty_validation(tmp, ctx):
 
 def conll_missing_tag(tmp, ctx):
     bad = write(tmp / "ner.txt", "alice B-PER\nsees O\n\nbob\nruns O\n")
-    return (["finetune", f"output_dir={tmp / 'out'}", "task.type=ner", f"data.train={bad}", f"data.validation={bad}",
-             f"model.init_from={ctx['model']}", *PRETRAIN], r"ner.txt:4")
+    return (
+        [
+            "finetune",
+            f"output_dir={tmp / 'out'}",
+            "task.type=ner",
+            f"data.train={bad}",
+            f"data.validation={bad}",
+            f"model.init_from={ctx['model']}",
+            *PRETRAIN,
+        ],
+        r"ner.txt:4",
+    )
 
 
 def init_from_not_a_model(tmp, ctx):
@@ -121,13 +168,31 @@ def init_from_not_a_model(tmp, ctx):
 
 def unwritable_output(tmp, ctx):
     blocker = write(tmp / "file", "x")  # output_dir below a regular file cannot be created
-    return (["pretrain", f"data.shards={ctx['shards']}", f"output_dir={blocker / 'run'}", *PRETRAIN],
-            r"output_dir .* is not writable")
+    return (
+        ["pretrain", f"data.shards={ctx['shards']}", f"output_dir={blocker / 'run'}", *PRETRAIN],
+        r"output_dir .* is not writable",
+    )
 
 
-CASES = [empty_corpus, missing_corpus, non_utf8_corpus, huge_line_corpus, shard_seq_len_too_long, vocab_mismatch,
-         seq_len_beyond_positions, unknown_key, wrong_type, malformed_yaml, missing_label, unseen_label,
-         wrong_column_count, empty_validation, conll_missing_tag, init_from_not_a_model, unwritable_output]
+CASES = [
+    empty_corpus,
+    missing_corpus,
+    non_utf8_corpus,
+    huge_line_corpus,
+    shard_seq_len_too_long,
+    vocab_mismatch,
+    seq_len_beyond_positions,
+    unknown_key,
+    wrong_type,
+    malformed_yaml,
+    missing_label,
+    unseen_label,
+    wrong_column_count,
+    empty_validation,
+    conll_missing_tag,
+    init_from_not_a_model,
+    unwritable_output,
+]
 
 
 @pytest.fixture(scope="module")
@@ -152,9 +217,22 @@ def test_bad_input(case, ctx, tmp_path, capsys):
 def test_gpu_launch_config_without_gpu(ctx, tmp_path):
     if __import__("torch").cuda.is_available():
         pytest.skip("this machine has a GPU")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch/accelerate/single_gpu.yaml",
-           "-m", "pipeline", "pretrain", f"data.shards={ctx['shards']}", f"output_dir={tmp_path / 'out'}", *PRETRAIN]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "launch/accelerate/single_gpu.yaml",
+        "-m",
+        "pipeline",
+        "pretrain",
+        f"data.shards={ctx['shards']}",
+        f"output_dir={tmp_path / 'out'}",
+        *PRETRAIN,
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1]
+    )
     assert proc.returncode != 0
     assert "asks for a GPU (use_cpu: false) but this machine has no CUDA device" in proc.stderr
     assert not (tmp_path / "out").exists()

@@ -93,7 +93,15 @@ def test_save_config_round_trip(tmp_path):
 
 def test_describe_lists_every_key():
     keys = {row[0]: row for row in describe(Outer)}
-    assert set(keys) == {"output_dir", "flag", "train.lr", "train.steps", "train.kind", "train.names", "train.maybe"}
+    assert set(keys) == {
+        "output_dir",
+        "flag",
+        "train.lr",
+        "train.steps",
+        "train.kind",
+        "train.names",
+        "train.maybe",
+    }
     assert keys["output_dir"][2] == "REQUIRED" and keys["train.lr"][1] == "float"
     assert keys["train.kind"][3] == "a choice"
 
@@ -110,7 +118,9 @@ def test_stage_help_lists_keys(stage, capsys):
 
 
 def test_cli_unknown_key_is_one_line_error(tmp_path, capsys):
-    code = cli.main(["tokenizer", "input=[a.txt]", f"output_dir={tmp_path}", "vocab_size=100", "vocab_sise=3"])
+    code = cli.main(
+        ["tokenizer", "input=[a.txt]", f"output_dir={tmp_path}", "vocab_size=100", "vocab_sise=3"]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: unknown config key 'vocab_sise'. Did you mean 'vocab_size'?"]

@@ -41,8 +41,15 @@ def _batch() -> dict:
     tokens = rng.integers(5, VOCAB, size=(BATCH, SEQ_LEN))
     tokens[:, 0], tokens[:, -1] = SPECIAL["cls_id"], SPECIAL["sep_id"]
     tokens[-1, SEQ_LEN // 2 :] = SPECIAL["pad_id"]  # one padded row
-    masker = Masker(MaskingConfig(probability=0.15), seq_len=SEQ_LEN, vocab_size=VOCAB,
-                    special_ids=list(SPECIAL.values()), mask_id=SPECIAL["mask_id"], pad_id=SPECIAL["pad_id"], seed=1)
+    masker = Masker(
+        MaskingConfig(probability=0.15),
+        seq_len=SEQ_LEN,
+        vocab_size=VOCAB,
+        special_ids=list(SPECIAL.values()),
+        mask_id=SPECIAL["mask_id"],
+        pad_id=SPECIAL["pad_id"],
+        seed=1,
+    )
     batch = masker(tokens, np.arange(BATCH, dtype=np.uint64))
     batch.pop("num_tokens")
     return batch
@@ -58,7 +65,9 @@ def _dense_labels(batch: dict) -> torch.Tensor:
 
 
 def _dense_loss(model, batch: dict) -> torch.Tensor:
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=_dense_labels(batch)).loss
+    return model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=_dense_labels(batch)
+    ).loss
 
 
 def _sparse_loss(model, batch: dict) -> torch.Tensor:

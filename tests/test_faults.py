@@ -29,10 +29,26 @@ STEPS = 24
 
 
 def pretrain_cmd(shards: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline", "pretrain", f"data.shards={shards}", f"output_dir={out}",
-            "model.preset=tiny", f"train.max_steps={STEPS}", "train.batch_size=8", "train.lr=1e-3",
-            "train.save_every=2", "train.keep_checkpoints=2", "train.eval_every=12", "train.eval_batches=1",
-            "train.log_every=1", "train.progress=false", "train.peak_tflops=1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "pretrain",
+        f"data.shards={shards}",
+        f"output_dir={out}",
+        "model.preset=tiny",
+        f"train.max_steps={STEPS}",
+        "train.batch_size=8",
+        "train.lr=1e-3",
+        "train.save_every=2",
+        "train.keep_checkpoints=2",
+        "train.eval_every=12",
+        "train.eval_batches=1",
+        "train.log_every=1",
+        "train.progress=false",
+        "train.peak_tflops=1",
+        *extra,
+    ]
 
 
 def child_env() -> dict:
@@ -53,7 +69,9 @@ def assert_same_weights(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_shards, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("uninterrupted")
-    subprocess.run(pretrain_cmd(tiny_shards, out), check=True, env=child_env(), capture_output=True, timeout=600)
+    subprocess.run(
+        pretrain_cmd(tiny_shards, out), check=True, env=child_env(), capture_output=True, timeout=600
+    )
     return out
 
 
@@ -69,8 +87,12 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tiny_shards, unin
     """SIGKILL at random points (including mid-checkpoint-write), resume=auto each time, until done."""
     out, rng, kills = tmp_path / "killed", random.Random(1234), 0
     for _ in range(12):  # bounded: each attempt makes progress or completes
-        proc = subprocess.Popen(pretrain_cmd(tiny_shards, out), env=child_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            pretrain_cmd(tiny_shards, out),
+            env=child_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if kills < 4:
             start = _progress(out)
             target = start + rng.randint(2, 8)  # metrics lines: a random point a few steps further on
@@ -91,8 +113,13 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tiny_shards, unin
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_75_then_resumes(tiny_shards, uninterrupted, tmp_path):
     out = tmp_path / "term"
-    proc = subprocess.Popen(pretrain_cmd(tiny_shards, out, "train.log_every=1"), env=child_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        pretrain_cmd(tiny_shards, out, "train.log_every=1"),
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     while proc.poll() is None and _progress(out) < 5:
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
@@ -101,7 +128,9 @@ def test_sigterm_checkpoints_and_exits_75_then_resumes(tiny_shards, uninterrupte
     assert "stop signal received" in output
     saved = sorted(int(p.name.split("_")[1]) for p in (out / "checkpoints").glob("step_*"))
     assert saved and saved[-1] < STEPS and not (out / "final").exists()
-    subprocess.run(pretrain_cmd(tiny_shards, out), check=True, env=child_env(), capture_output=True, timeout=600)
+    subprocess.run(
+        pretrain_cmd(tiny_shards, out), check=True, env=child_env(), capture_output=True, timeout=600
+    )
     assert_same_weights(uninterrupted, out)
 
 
@@ -152,9 +181,13 @@ def test_disk_full_during_checkpoint_leaves_previous_intact(tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Accelerator, "save_state", full_disk)
-    with pytest.raises(PipelineError, match=r"could not write checkpoint .*step_6.partial: No space left.*step_4 is intact"):
+    with pytest.raises(
+        PipelineError, match=r"could not write checkpoint .*step_6.partial: No space left.*step_4 is intact"
+    ):
         run(tmp_path, max_steps=8, save_every=2, resume="auto")
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.endswith(".partial")) == ["step_4"]
+    assert sorted(
+        p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.endswith(".partial")
+    ) == ["step_4"]
 
 
 def test_low_disk_space_is_refused_before_training(tmp_path, monkeypatch):

@@ -12,8 +12,16 @@ import torch
 from pipeline.cli import main
 from tests.test_loop import reset_accelerate
 
-FAST = ["train.batch_size=16", "train.lr=3e-3", "train.warmup_steps=3", "train.log_every=5", "train.progress=false",
-        "train.peak_tflops=1", "train.save_every=0", "model.classifier_dropout=0.0"]
+FAST = [
+    "train.batch_size=16",
+    "train.lr=3e-3",
+    "train.warmup_steps=3",
+    "train.log_every=5",
+    "train.progress=false",
+    "train.peak_tflops=1",
+    "train.save_every=0",
+    "model.classifier_dropout=0.0",
+]
 WORDS = ["cat", "dog", "bird", "ball", "tree", "house", "car", "apple", "river", "park"]
 
 
@@ -21,8 +29,17 @@ WORDS = ["cat", "dog", "bird", "ball", "tree", "house", "car", "apple", "river",
 def tiny_pretrained(tiny_shards, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pretrained")
     reset_accelerate()
-    args = ["pretrain", f"data.shards={tiny_shards}", f"output_dir={out}", "model.preset=tiny", "train.max_steps=4",
-            "train.batch_size=8", "train.lr=1e-3", "train.progress=false", "train.peak_tflops=1"]
+    args = [
+        "pretrain",
+        f"data.shards={tiny_shards}",
+        f"output_dir={out}",
+        "model.preset=tiny",
+        "train.max_steps=4",
+        "train.batch_size=8",
+        "train.lr=1e-3",
+        "train.progress=false",
+        "train.peak_tflops=1",
+    ]
     assert main(args) == 0
     return out / "final"
 
@@ -55,11 +72,25 @@ def results(out: Path) -> dict:
 
 
 def test_classification_learns_and_writes_outputs(tiny_pretrained, tmp_path):
-    train, dev = write_sentiment(tmp_path / "train.tsv", 400, 0), write_sentiment(tmp_path / "dev.tsv", 100, 1)
+    train, dev = (
+        write_sentiment(tmp_path / "train.tsv", 400, 0),
+        write_sentiment(tmp_path / "dev.tsv", 100, 1),
+    )
     test = write_sentiment(tmp_path / "test.tsv", 20, 2)
     out = tmp_path / "run"
-    assert finetune(out, "task.type=classification", f"data.train={train}", f"data.validation={dev}", f"data.test={test}",
-                    f"model.init_from={tiny_pretrained}", "train.max_steps=60", "train.eval_every=20") == 0
+    assert (
+        finetune(
+            out,
+            "task.type=classification",
+            f"data.train={train}",
+            f"data.validation={dev}",
+            f"data.test={test}",
+            f"model.init_from={tiny_pretrained}",
+            "train.max_steps=60",
+            "train.eval_every=20",
+        )
+        == 0
+    )
     res = results(out)
     assert res["eval/accuracy"] > 0.9 and {"eval/f1", "eval/f1_macro", "eval/mcc", "eval/loss"} <= res.keys()
     lines = (out / "predictions.tsv").read_text().splitlines()
@@ -82,16 +113,39 @@ def test_pairs_regression_and_from_scratch(tiny_pretrained, tmp_path):
     data = tmp_path / "pairs.csv"
     data.write_text("\n".join(rows) + "\n")
     out = tmp_path / "reg"
-    assert finetune(out, "task.type=regression", f"data.train={data}", f"data.validation={data}",
-                    "data.text_columns=[a,b]", "data.label_column=score", f"model.init_from={tiny_pretrained}",
-                    "train.max_steps=40", "train.eval_every=20") == 0
+    assert (
+        finetune(
+            out,
+            "task.type=regression",
+            f"data.train={data}",
+            f"data.validation={data}",
+            "data.text_columns=[a,b]",
+            "data.label_column=score",
+            f"model.init_from={tiny_pretrained}",
+            "train.max_steps=40",
+            "train.eval_every=20",
+        )
+        == 0
+    )
     res = results(out)
     assert {"eval/pearson", "eval/spearman", "eval/mse"} <= res.keys() and res["eval/pearson"] > 0.5
 
     scratch = tmp_path / "scratch"
-    assert finetune(scratch, "task.type=regression", f"data.train={data}", f"data.validation={data}",
-                    "data.text_columns=[a,b]", "data.label_column=score", "model.init_from=none", "model.preset=tiny",
-                    f"model.tokenizer={tiny_pretrained}", "train.max_steps=2") == 0
+    assert (
+        finetune(
+            scratch,
+            "task.type=regression",
+            f"data.train={data}",
+            f"data.validation={data}",
+            "data.text_columns=[a,b]",
+            "data.label_column=score",
+            "model.init_from=none",
+            "model.preset=tiny",
+            f"model.tokenizer={tiny_pretrained}",
+            "train.max_steps=2",
+        )
+        == 0
+    )
     assert (scratch / "final" / "model.safetensors").is_file()
 
 
@@ -131,12 +185,24 @@ def test_ner_iob1_and_iob2_train_identically(tiny_pretrained, tmp_path):
     for scheme in ("iob1", "iob2"):
         data = write_conll(tmp_path / f"{scheme}.txt", scheme)
         outs[scheme] = tmp_path / scheme
-        assert finetune(outs[scheme], "task.type=ner", f"data.train={data}", f"data.validation={data}",
-                        f"data.test={data}", f"model.init_from={tiny_pretrained}", "train.max_steps=40",
-                        "train.eval_every=20") == 0
+        assert (
+            finetune(
+                outs[scheme],
+                "task.type=ner",
+                f"data.train={data}",
+                f"data.validation={data}",
+                f"data.test={data}",
+                f"model.init_from={tiny_pretrained}",
+                "train.max_steps=40",
+                "train.eval_every=20",
+            )
+            == 0
+        )
     r1, r2 = results(outs["iob1"]), results(outs["iob2"])
     assert r1 == r2 and r1["eval/f1"] > 0.5 and "eval/PER/f1" in r1 and "eval/LOC/f1" in r1
-    pred_lines = [line.split() for line in (outs["iob2"] / "predictions.tsv").read_text().splitlines() if line]
+    pred_lines = [
+        line.split() for line in (outs["iob2"] / "predictions.tsv").read_text().splitlines() if line
+    ]
     gold_lines = [line.split() for line in (tmp_path / "iob2.txt").read_text().splitlines()[2:] if line]
     assert [p[0] for p in pred_lines] == [g[0] for g in gold_lines]  # every token, in order
     assert {p[-1] for p in pred_lines} <= {"O", "B-PER", "I-PER", "B-LOC", "I-LOC"}
@@ -148,27 +214,56 @@ def test_ner_iob1_and_iob2_train_identically(tiny_pretrained, tmp_path):
 
 def test_resume_gives_identical_weights(tiny_pretrained, tmp_path):
     train = write_sentiment(tmp_path / "train.tsv", 200, 0)
-    common = ["task.type=classification", f"data.train={train}", f"data.validation={train}",
-              f"model.init_from={tiny_pretrained}", "train.max_steps=8", "train.save_every=4", "train.eval_every=8",
-              "train.metric_for_best=eval/loss", "train.greater_is_better=false"]
+    common = [
+        "task.type=classification",
+        f"data.train={train}",
+        f"data.validation={train}",
+        f"model.init_from={tiny_pretrained}",
+        "train.max_steps=8",
+        "train.save_every=4",
+        "train.eval_every=8",
+        "train.metric_for_best=eval/loss",
+        "train.greater_is_better=false",
+    ]
     assert finetune(tmp_path / "a", *common) == 0
     assert finetune(tmp_path / "b", *common, "train.stop_after=4") == 75
     assert finetune(tmp_path / "b", *common) == 0
     from safetensors.torch import load_file
 
-    wa, wb = load_file(tmp_path / "a" / "final" / "model.safetensors"), load_file(tmp_path / "b" / "final" / "model.safetensors")
+    wa, wb = (
+        load_file(tmp_path / "a" / "final" / "model.safetensors"),
+        load_file(tmp_path / "b" / "final" / "model.safetensors"),
+    )
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_errors_are_clear(tiny_pretrained, tmp_path, capsys):
     bad = tmp_path / "bad.tsv"
     bad.write_text("sentence\tlabel\nthe cat .\t1\nthe dog .\n")
-    assert finetune(tmp_path / "o1", "task.type=classification", f"data.train={bad}", f"data.validation={bad}",
-                    f"model.init_from={tiny_pretrained}", "train.max_steps=1") == 2
+    assert (
+        finetune(
+            tmp_path / "o1",
+            "task.type=classification",
+            f"data.train={bad}",
+            f"data.validation={bad}",
+            f"model.init_from={tiny_pretrained}",
+            "train.max_steps=1",
+        )
+        == 2
+    )
     assert f"{bad}:3" in capsys.readouterr().err
     good = write_sentiment(tmp_path / "good.tsv", 20, 0)
-    assert finetune(tmp_path / "o2", "task.type=classification", f"data.train={good}", f"data.validation={good}",
-                    f"model.init_from={tmp_path}", "train.max_steps=1") == 2
+    assert (
+        finetune(
+            tmp_path / "o2",
+            "task.type=classification",
+            f"data.train={good}",
+            f"data.validation={good}",
+            f"model.init_from={tmp_path}",
+            "train.max_steps=1",
+        )
+        == 2
+    )
     assert "is not a model directory" in capsys.readouterr().err
 
 
@@ -179,12 +274,29 @@ def test_glue_configs_run(task, shared_data, tiny_pretrained, tmp_path):
     import yaml
 
     cfg = yaml.safe_load(Path(f"configs/finetune/{task}.yaml").read_text())
-    paths = [f"data.{split}={cfg['data'][split].replace('../shared/data', str(shared_data))}"
-             for split in ("train", "validation", "test")]
+    paths = [
+        f"data.{split}={cfg['data'][split].replace('../shared/data', str(shared_data))}"
+        for split in ("train", "validation", "test")
+    ]
     reset_accelerate()
-    assert main(["finetune", "--config", f"configs/finetune/{task}.yaml", *paths, f"output_dir={tmp_path}",
-                 f"model.init_from={tiny_pretrained}", "train.max_steps=3", "train.epochs=0", "train.progress=false",
-                 "train.save_every=0", "train.peak_tflops=1"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                f"configs/finetune/{task}.yaml",
+                *paths,
+                f"output_dir={tmp_path}",
+                f"model.init_from={tiny_pretrained}",
+                "train.max_steps=3",
+                "train.epochs=0",
+                "train.progress=false",
+                "train.save_every=0",
+                "train.peak_tflops=1",
+            ]
+        )
+        == 0
+    )
     res = results(tmp_path)
     assert res[cfg["train"]["metric_for_best"]] is not None
     assert (tmp_path / "predictions.tsv").is_file()

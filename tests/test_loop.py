@@ -45,13 +45,24 @@ def reset_accelerate():
 def toy_task(cfg: TrainConfig, accelerator) -> TrainTask:
     torch.manual_seed(cfg.seed)
     model = ToyModel()
-    plan = GlobalBatchPlan(len(DATA_X), cfg.batch_size, cfg.grad_accum, accelerator.num_processes,
-                           accelerator.process_index, cfg.seed)
+    plan = GlobalBatchPlan(
+        len(DATA_X),
+        cfg.batch_size,
+        cfg.grad_accum,
+        accelerator.num_processes,
+        accelerator.process_index,
+        cfg.seed,
+    )
 
     def make_batch(step, micro):
         idx = plan.samples(plan.positions(step, micro))
-        return {"x": torch.from_numpy(DATA_X[idx]), "y": torch.from_numpy(DATA_Y[idx]),
-                "weight": torch.ones(len(idx)), "num_targets": len(idx), "num_tokens": len(idx)}
+        return {
+            "x": torch.from_numpy(DATA_X[idx]),
+            "y": torch.from_numpy(DATA_Y[idx]),
+            "weight": torch.ones(len(idx)),
+            "num_targets": len(idx),
+            "num_tokens": len(idx),
+        }
 
     def evaluate(m):
         out = m(torch.from_numpy(DATA_X), torch.from_numpy(DATA_Y), torch.ones(len(DATA_X)))
@@ -60,7 +71,9 @@ def toy_task(cfg: TrainConfig, accelerator) -> TrainTask:
     def export(acc, m, path):
         export_model_plain(acc, m, path)
 
-    return TrainTask(model=model, make_batch=make_batch, export=export, evaluate=evaluate, flops_per_token=100.0)
+    return TrainTask(
+        model=model, make_batch=make_batch, export=export, evaluate=evaluate, flops_per_token=100.0
+    )
 
 
 def export_model_plain(acc, model, path: Path):
@@ -72,8 +85,18 @@ def export_model_plain(acc, model, path: Path):
 
 def run(tmp: Path, **train) -> tuple[dict, list[dict], dict | None]:
     reset_accelerate()
-    base = dict(max_steps=8, batch_size=4, lr=1e-2, eval_every=4, save_every=4, log_every=1,
-                peak_tflops=1.0, progress=False, prefetch=2, warmup_steps=2)
+    base = dict(
+        max_steps=8,
+        batch_size=4,
+        lr=1e-2,
+        eval_every=4,
+        save_every=4,
+        log_every=1,
+        peak_tflops=1.0,
+        progress=False,
+        prefetch=2,
+        warmup_steps=2,
+    )
     cfg = from_dict(TrainConfig, {**base, **train})
     acc = make_accelerator(cfg, tmp)
     summary = fit(acc, cfg, toy_task(cfg, acc), tmp, cfg)
@@ -166,11 +189,18 @@ def test_loss_falls(tmp_path):
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "wsd", "constant"])
 def test_schedules(schedule):
-    cfg = from_dict(TrainConfig, dict(max_steps=100, batch_size=1, lr=1.0, warmup_steps=10, schedule=schedule,
-                                      decay_ratio=0.2))
+    cfg = from_dict(
+        TrainConfig,
+        dict(max_steps=100, batch_size=1, lr=1.0, warmup_steps=10, schedule=schedule, decay_ratio=0.2),
+    )
     lr = lr_schedule(cfg, 100)
     assert lr(0) == pytest.approx(0.1) and lr(9) == pytest.approx(1.0)
-    expected_mid = {"linear": 1 - 45 / 90, "cosine": 0.5 * (1 + np.cos(np.pi * 45 / 90)), "wsd": 1.0, "constant": 1.0}
+    expected_mid = {
+        "linear": 1 - 45 / 90,
+        "cosine": 0.5 * (1 + np.cos(np.pi * 45 / 90)),
+        "wsd": 1.0,
+        "constant": 1.0,
+    }
     assert lr(55) == pytest.approx(expected_mid[schedule])
     expected_end = {"linear": 0.0, "cosine": 0.0, "wsd": 0.0, "constant": 1.0}
     assert lr(100) == pytest.approx(expected_end[schedule], abs=1e-9)
@@ -184,8 +214,11 @@ def test_export_model_strips_wrapper_prefix(tmp_path):
     reset_accelerate()
     cfg = from_dict(TrainConfig, dict(max_steps=1, batch_size=1, lr=1e-3))
     acc = make_accelerator(cfg, tmp_path, log=False)
-    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=32))
+    bert = BertModel(
+        BertConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    )
     wrapper = torch.nn.ModuleDict({"inner": bert})
     export_model(acc, acc.prepare(wrapper), bert, tmp_path / "final", None)
     loaded = AutoModel.from_pretrained(tmp_path / "final")
@@ -199,12 +232,18 @@ def test_no_weight_decay_on_biases_and_norms():
 
     from pipeline.optim import param_groups
 
-    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                       intermediate_size=32))
+    model = BertForMaskedLM(
+        BertConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    )
     decay, no_decay = param_groups(model, 0.01)
     names = {id(p): n for n, p in model.named_parameters()}
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     assert all(names[id(p)].endswith("weight") and "LayerNorm" not in names[id(p)] for p in decay["params"])
-    assert {names[id(p)] for p in no_decay["params"]} >= {"bert.embeddings.LayerNorm.weight", "cls.predictions.bias"}
+    assert {names[id(p)] for p in no_decay["params"]} >= {
+        "bert.embeddings.LayerNorm.weight",
+        "cls.predictions.bias",
+    }
     tied = model.bert.embeddings.word_embeddings.weight
     assert sum(p is tied for p in decay["params"]) == 1  # the tied decoder weight appears once

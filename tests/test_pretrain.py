@@ -13,8 +13,16 @@ from safetensors.torch import load_file
 from pipeline.cli import main
 from tests.test_loop import reset_accelerate
 
-TINY = ["model.preset=tiny", "train.batch_size=8", "train.lr=2e-3", "train.warmup_steps=2", "train.log_every=1",
-        "train.progress=false", "train.peak_tflops=1", "train.eval_batches=2"]
+TINY = [
+    "model.preset=tiny",
+    "train.batch_size=8",
+    "train.lr=2e-3",
+    "train.warmup_steps=2",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.peak_tflops=1",
+    "train.eval_batches=2",
+]
 
 
 def pretrain(shards: Path, out: Path, *overrides: str) -> int:
@@ -62,8 +70,17 @@ def test_exact_resume_and_export(tiny_shards, tmp_path):
 
 
 def test_loss_falls_on_synthetic(tiny_shards, tmp_path):
-    assert pretrain(tiny_shards, tmp_path, "train.max_steps=40", "train.eval_every=40", "train.save_every=0",
-                    "model.dropout=0") == 0
+    assert (
+        pretrain(
+            tiny_shards,
+            tmp_path,
+            "train.max_steps=40",
+            "train.eval_every=40",
+            "train.save_every=0",
+            "model.dropout=0",
+        )
+        == 0
+    )
     curve = losses(tmp_path)
     first, last = sum(curve[s] for s in range(1, 6)) / 5, sum(curve[s] for s in range(36, 41)) / 5
     assert last < first - 1.0, (first, last)
@@ -77,19 +94,52 @@ def test_loss_falls_on_wikitext2(shared_data, tmp_path):
     with open(shared_data / "wikitext-2" / "train.txt", encoding="utf-8") as src:
         corpus.write_text("".join(line for _, line in zip(range(4000), src)), encoding="utf-8")
     assert main(["tokenizer", f"input=[{corpus}]", f"output_dir={tmp_path / 'tok'}", "vocab_size=2000"]) == 0
-    assert main(["shard", f"input=[{corpus}]", f"tokenizer={tmp_path / 'tok'}", f"output_dir={tmp_path / 'shards'}",
-                 "seq_len=128", "val_fraction=0.05", "progress=false"]) == 0
+    assert (
+        main(
+            [
+                "shard",
+                f"input=[{corpus}]",
+                f"tokenizer={tmp_path / 'tok'}",
+                f"output_dir={tmp_path / 'shards'}",
+                "seq_len=128",
+                "val_fraction=0.05",
+                "progress=false",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "run"
-    assert pretrain(tmp_path / "shards", out, "train.max_steps=60", "train.batch_size=16", "train.eval_every=20",
-                    "train.eval_batches=4", "train.save_every=0") == 0
+    assert (
+        pretrain(
+            tmp_path / "shards",
+            out,
+            "train.max_steps=60",
+            "train.batch_size=16",
+            "train.eval_every=20",
+            "train.eval_batches=4",
+            "train.save_every=0",
+        )
+        == 0
+    )
     evals = [r["eval/loss"] for r in metrics(out) if "eval/loss" in r]
     # a uniform guess over the 2000-token vocabulary scores ln(2000) = 7.6
     assert len(evals) == 3 and evals[0] > evals[1] > evals[2] and evals[-1] < 6.6, evals
 
 
 def test_modernbert_and_whole_word(tiny_shards, tmp_path):
-    assert pretrain(tiny_shards, tmp_path, "model.arch=modernbert", "mlm.whole_word=true", "mlm.probability=0.3",
-                    "train.max_steps=3", "train.save_every=0", "train.eval_every=0") == 0
+    assert (
+        pretrain(
+            tiny_shards,
+            tmp_path,
+            "model.arch=modernbert",
+            "mlm.whole_word=true",
+            "mlm.probability=0.3",
+            "train.max_steps=3",
+            "train.save_every=0",
+            "train.eval_every=0",
+        )
+        == 0
+    )
     from transformers import AutoModelForMaskedLM
 
     model = AutoModelForMaskedLM.from_pretrained(tmp_path / "final")
@@ -107,7 +157,9 @@ def test_vocab_mismatch_is_clear(tiny_shards, tmp_path, capsys):
 
 
 def test_seq_len_beyond_positions_is_clear(tiny_shards, tmp_path, capsys):
-    assert pretrain(tiny_shards, tmp_path / "out", "train.max_steps=1", "model.max_position_embeddings=32") == 2
+    assert (
+        pretrain(tiny_shards, tmp_path / "out", "train.max_steps=1", "model.max_position_embeddings=32") == 2
+    )
     err = capsys.readouterr().err
     assert "sequence length 64 exceeds model.max_position_embeddings=32" in err
 
@@ -119,15 +171,26 @@ def test_missing_shards_is_clear(tmp_path, capsys):
 
 def test_export_any_checkpoint(tiny_shards, tmp_path):
     out = tmp_path / "run"
-    assert pretrain(tiny_shards, out, "train.max_steps=4", "train.save_every=2", "train.keep_checkpoints=2") == 0
+    assert (
+        pretrain(tiny_shards, out, "train.max_steps=4", "train.save_every=2", "train.keep_checkpoints=2") == 0
+    )
     reset_accelerate()
     assert main(["export", f"run_dir={out}", f"checkpoint={out / 'checkpoints' / 'step_4'}"]) == 0
     exported = load_file(out / "export" / "step_4" / "model.safetensors")
     final = final_weights(out)
     assert all(torch.equal(exported[k], final[k]) for k in final)  # step 4 is the final model
     reset_accelerate()
-    assert main(["export", f"run_dir={out}", f"checkpoint={out / 'checkpoints' / 'step_2'}",
-                 f"output_dir={tmp_path / 'early'}"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                f"run_dir={out}",
+                f"checkpoint={out / 'checkpoints' / 'step_2'}",
+                f"output_dir={tmp_path / 'early'}",
+            ]
+        )
+        == 0
+    )
     early = load_file(tmp_path / "early" / "model.safetensors")
     assert any(not torch.equal(early[k], final[k]) for k in final)
     from transformers import AutoModelForMaskedLM
@@ -138,11 +201,22 @@ def test_export_any_checkpoint(tiny_shards, tmp_path):
 def test_tensorboard_has_pretrain_scalars_and_hparams(tiny_shards, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    assert pretrain(tiny_shards, tmp_path, "train.max_steps=2", "train.eval_every=2", "train.save_every=0") == 0
+    assert (
+        pretrain(tiny_shards, tmp_path, "train.max_steps=2", "train.eval_every=2", "train.save_every=0") == 0
+    )
     events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
     tags = set(events.Tags()["scalars"])
-    expected = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_sec", "train/mfu", "train/accuracy",
-                "eval/loss", "eval/accuracy", "eval/perplexity"}
+    expected = {
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/tokens_per_sec",
+        "train/mfu",
+        "train/accuracy",
+        "eval/loss",
+        "eval/accuracy",
+        "eval/perplexity",
+    }
     assert expected <= tags, expected - tags
     hparams = next((tmp_path / "tensorboard").rglob("hparams.yml")).read_text()
     assert "train.lr: 0.002" in hparams and "model.preset: tiny" in hparams
@@ -150,8 +224,17 @@ def test_tensorboard_has_pretrain_scalars_and_hparams(tiny_shards, tmp_path):
 
 @pytest.mark.slow
 def test_compiled_model_saves_plain_names(tiny_shards, tmp_path):
-    assert pretrain(tiny_shards, tmp_path, "train.max_steps=2", "train.compile=true", "train.save_every=2",
-                    "train.eval_every=0") == 0
+    assert (
+        pretrain(
+            tiny_shards,
+            tmp_path,
+            "train.max_steps=2",
+            "train.compile=true",
+            "train.save_every=2",
+            "train.eval_every=0",
+        )
+        == 0
+    )
     names = list(final_weights(tmp_path))
     assert names and not [n for n in names if "_orig_mod" in n]
     ckpt = next((tmp_path / "checkpoints" / "step_2").glob("model*.safetensors"))

@@ -13,18 +13,34 @@ from tests.test_loop import reset_accelerate
 def test_run_end_to_end_then_skip(tmp_path, capsys):
     corpus = synthetic_corpus(tmp_path / "corpus.txt", num_docs=300)
     rng = random.Random(0)
-    rows = ["sentence\tlabel"] + [f"the {'cat' if (y := rng.randint(0, 1)) else 'dog'} sees a tree .\t{y}" for _ in range(80)]
+    rows = ["sentence\tlabel"] + [
+        f"the {'cat' if (y := rng.randint(0, 1)) else 'dog'} sees a tree .\t{y}" for _ in range(80)
+    ]
     (tmp_path / "sst.tsv").write_text("\n".join(rows) + "\n")
     args = [
-        "run", f"output_dir={tmp_path / 'out'}", f"corpus=[{corpus}]",
-        "tokenizer.vocab_size=200", "tokenizer.min_frequency=1",
-        "shard.seq_len=64", "shard.val_fraction=0.1", "shard.num_proc=1", "shard.progress=false",
-        "pretrain.model.preset=tiny", "pretrain.train.max_steps=4", "pretrain.train.batch_size=8",
-        "pretrain.train.lr=1e-3", "pretrain.train.eval_every=2", "pretrain.train.progress=false",
+        "run",
+        f"output_dir={tmp_path / 'out'}",
+        f"corpus=[{corpus}]",
+        "tokenizer.vocab_size=200",
+        "tokenizer.min_frequency=1",
+        "shard.seq_len=64",
+        "shard.val_fraction=0.1",
+        "shard.num_proc=1",
+        "shard.progress=false",
+        "pretrain.model.preset=tiny",
+        "pretrain.train.max_steps=4",
+        "pretrain.train.batch_size=8",
+        "pretrain.train.lr=1e-3",
+        "pretrain.train.eval_every=2",
+        "pretrain.train.progress=false",
         "pretrain.train.peak_tflops=1",
-        "finetune.task.type=classification", f"finetune.data.train={tmp_path / 'sst.tsv'}",
-        f"finetune.data.validation={tmp_path / 'sst.tsv'}", "finetune.train.max_steps=3",
-        "finetune.train.batch_size=8", "finetune.train.lr=1e-3", "finetune.train.progress=false",
+        "finetune.task.type=classification",
+        f"finetune.data.train={tmp_path / 'sst.tsv'}",
+        f"finetune.data.validation={tmp_path / 'sst.tsv'}",
+        "finetune.train.max_steps=3",
+        "finetune.train.batch_size=8",
+        "finetune.train.lr=1e-3",
+        "finetune.train.progress=false",
         "finetune.train.peak_tflops=1",
     ]
     reset_accelerate()
@@ -40,15 +56,30 @@ def test_run_end_to_end_then_skip(tmp_path, capsys):
     out = capsys.readouterr().out
     for stage in ("tokenizer", "shard", "pretrain", "finetune"):
         assert f"[run] {stage}: complete" in out
-    changed = [p for p, t in mtimes.items() if p.exists() and p.stat().st_mtime_ns != t and p.name != "config.yaml"]
+    changed = [
+        p for p, t in mtimes.items() if p.exists() and p.stat().st_mtime_ns != t and p.name != "config.yaml"
+    ]
     assert changed == []
 
 
 def test_run_checks_every_section_up_front(tmp_path, capsys):
-    code = main(["run", f"output_dir={tmp_path}", "corpus=[x.txt]", "tokenizer.vocab_size=100",
-                 "shard.seq_len=64", "shard.val_fraction=0.1", "pretrain.train.max_steps=1",
-                 "pretrain.train.batch_size=2", "pretrain.train.lr=1e-3", "pretrain.train.lrr=3",
-                 "finetune.task.type=classification"])
+    code = main(
+        [
+            "run",
+            f"output_dir={tmp_path}",
+            "corpus=[x.txt]",
+            "tokenizer.vocab_size=100",
+            "shard.seq_len=64",
+            "shard.val_fraction=0.1",
+            "pretrain.train.max_steps=1",
+            "pretrain.train.batch_size=2",
+            "pretrain.train.lr=1e-3",
+            "pretrain.train.lrr=3",
+            "finetune.task.type=classification",
+        ]
+    )
     assert code == 2
-    assert "unknown config key 'pretrain.train.lrr'. Did you mean 'pretrain.train.lr'" in capsys.readouterr().err
+    assert (
+        "unknown config key 'pretrain.train.lrr'. Did you mean 'pretrain.train.lr'" in capsys.readouterr().err
+    )
     assert not (tmp_path / "tokenizer").exists()

@@ -25,7 +25,9 @@ from pipeline.optim import build_optimizer
 
 @dataclass
 class Config:
-    run_dir: str = option(REQUIRED, "output_dir of a pretrain or finetune run (holds config.yaml and checkpoints/)")
+    run_dir: str = option(
+        REQUIRED, "output_dir of a pretrain or finetune run (holds config.yaml and checkpoints/)"
+    )
     checkpoint: str = option("latest", "'latest' (newest complete checkpoint) or a checkpoint directory")
     output_dir: str | None = option(None, "where to write the model (default: <run_dir>/export/step_<N>)")
 

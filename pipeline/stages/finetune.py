@@ -50,12 +50,16 @@ DEFAULT_METRIC = {"classification": "eval/accuracy", "regression": "eval/pearson
 
 @dataclass
 class TaskConfig:
-    type: Literal["classification", "regression", "ner"] = option(REQUIRED, "classification | regression | ner")
+    type: Literal["classification", "regression", "ner"] = option(
+        REQUIRED, "classification | regression | ner"
+    )
 
 
 @dataclass
 class Config:
-    output_dir: str = option(REQUIRED, "run directory: final/, eval_results.json, predictions.tsv, checkpoints/, tensorboard/")
+    output_dir: str = option(
+        REQUIRED, "run directory: final/, eval_results.json, predictions.tsv, checkpoints/, tensorboard/"
+    )
     task: TaskConfig = section(TaskConfig, "what to learn")
     data: FinetuneDataConfig = section(FinetuneDataConfig, "labelled files")
     model: FinetuneModelConfig = section(FinetuneModelConfig, "starting point")
@@ -68,8 +72,14 @@ def _datasets(cfg: Config, tokenizer):
         splits = load_ner_splits(cfg.data)
         label2id = {t: i for i, t in enumerate(splits.tag_names)}
         c = cfg.data.conll
-        make = partial(TokenClassificationDataset, tokenizer=tokenizer, label2id=label2id, max_length=cfg.data.max_length,
-                       stride=c.stride, label_all_subtokens=c.label_all_subtokens)
+        make = partial(
+            TokenClassificationDataset,
+            tokenizer=tokenizer,
+            label2id=label2id,
+            max_length=cfg.data.max_length,
+            stride=c.stride,
+            label_all_subtokens=c.label_all_subtokens,
+        )
         sets = [make(s) if s else None for s in (splits.train, splits.validation, splits.test)]
         return (*sets, splits.tag_names)
     splits = load_splits(cfg.data, cfg.task.type)
@@ -89,7 +99,9 @@ def _train_batch_fn(dataset, plan: GlobalBatchPlan, pad_id: int):
     return make_batch
 
 
-def _write_predictions(path: Path, task: str, dataset, predictions: list[np.ndarray], label_names: list[str]) -> None:
+def _write_predictions(
+    path: Path, task: str, dataset, predictions: list[np.ndarray], label_names: list[str]
+) -> None:
     tmp = path.with_name(path.name + ".tmp")
     if task == "ner":
         tags = word_predictions(dataset, predictions, label_names)
@@ -115,8 +127,14 @@ def build_task(cfg: Config, accelerator, output_dir: Path) -> tuple[TrainTask, G
     cfg.train = train_cfg
     set_seed(train_cfg.seed)  # head initialisation and dropout
     hf_model = build_model(cfg.model, task_type, label_names, tokenizer)
-    plan = GlobalBatchPlan(len(train_set), train_cfg.batch_size, train_cfg.grad_accum, accelerator.num_processes,
-                           accelerator.process_index, train_cfg.seed)
+    plan = GlobalBatchPlan(
+        len(train_set),
+        train_cfg.batch_size,
+        train_cfg.grad_accum,
+        accelerator.num_processes,
+        accelerator.process_index,
+        train_cfg.seed,
+    )
     eval_bs = train_cfg.batch_size * 2
 
     def evaluate(model) -> dict[str, float]:
@@ -124,11 +142,15 @@ def build_task(cfg: Config, accelerator, output_dir: Path) -> tuple[TrainTask, G
         return eval_scalars(split_metrics(task_type, val_set, preds, label_names), loss_sum, count)
 
     def on_new_best(model, metrics: dict[str, float], step: int) -> None:
-        test_preds = predict(accelerator, model, test_set, eval_bs, pad_id)[0] if test_set is not None else None
+        test_preds = (
+            predict(accelerator, model, test_set, eval_bs, pad_id)[0] if test_set is not None else None
+        )
         if accelerator.is_main_process:
             write_json(output_dir / "eval_results.json", {"step": step, **metrics})
             if test_preds is not None:
-                _write_predictions(output_dir / "predictions.tsv", task_type, test_set, test_preds, label_names)
+                _write_predictions(
+                    output_dir / "predictions.tsv", task_type, test_set, test_preds, label_names
+                )
 
     tokenizer_dir = Path(cfg.model.tokenizer or cfg.model.init_from)
     task = TrainTask(
@@ -138,7 +160,8 @@ def build_task(cfg: Config, accelerator, output_dir: Path) -> tuple[TrainTask, G
         evaluate=evaluate,
         on_new_best=on_new_best,
         # 6 x matmul parameters (embedding lookups are not matmuls); attention scores are left out
-        flops_per_token=6 * sum(p.numel() for n, p in hf_model.named_parameters() if p.dim() > 1 and "embed" not in n),
+        flops_per_token=6
+        * sum(p.numel() for n, p in hf_model.named_parameters() if p.dim() > 1 and "embed" not in n),
     )
     return task, plan
 

@@ -40,7 +40,9 @@ class DataConfig:
 
 @dataclass
 class Config:
-    output_dir: str = option(REQUIRED, "run directory: config.yaml, checkpoints/, final/, tensorboard/, metrics.jsonl")
+    output_dir: str = option(
+        REQUIRED, "run directory: config.yaml, checkpoints/, final/, tensorboard/, metrics.jsonl"
+    )
     data: DataConfig = section(DataConfig, "input shards")
     model: ModelConfig = section(ModelConfig, "architecture and size")
     mlm: MaskingConfig = section(MaskingConfig, "dynamic masking")
@@ -51,7 +53,9 @@ def load_tokenizer(reader: ShardReader):
     try:
         tokenizer = AutoTokenizer.from_pretrained(reader.tokenizer_dir)
     except (OSError, ValueError) as e:
-        raise PipelineError(f"cannot load the shard set's tokenizer from {reader.tokenizer_dir}: {e}") from None
+        raise PipelineError(
+            f"cannot load the shard set's tokenizer from {reader.tokenizer_dir}: {e}"
+        ) from None
     if len(tokenizer) != reader.vocab_size:
         raise PipelineError(
             f"vocab size mismatch: tokenizer {reader.tokenizer_dir} has {len(tokenizer)} tokens but the shards "
@@ -64,20 +68,33 @@ def build_task(cfg: Config, accelerator, output_dir: Path | None = None) -> tupl
     train = ShardReader(cfg.data.shards, "train", verify=cfg.data.verify)
     tokenizer = load_tokenizer(train)
     set_seed(cfg.train.seed)  # initialisation and dropout
-    hf_model = build_mlm_model(cfg.model, vocab_size=train.vocab_size, special_ids=train.special_ids, seq_len=train.seq_len)
-    train.check_compatible(vocab_size=hf_model.config.vocab_size, max_positions=cfg.model.max_position_embeddings)
+    hf_model = build_mlm_model(
+        cfg.model, vocab_size=train.vocab_size, special_ids=train.special_ids, seq_len=train.seq_len
+    )
+    train.check_compatible(
+        vocab_size=hf_model.config.vocab_size, max_positions=cfg.model.max_position_embeddings
+    )
     ids = train.special_ids
     masker = Masker(
-        cfg.mlm, seq_len=train.seq_len, vocab_size=train.vocab_size, seed=cfg.train.seed, pad_id=ids["pad_id"],
-        special_ids=[v for v in ids.values() if v is not None], mask_id=ids["mask_id"],
+        cfg.mlm,
+        seq_len=train.seq_len,
+        vocab_size=train.vocab_size,
+        seed=cfg.train.seed,
+        pad_id=ids["pad_id"],
+        special_ids=[v for v in ids.values() if v is not None],
+        mask_id=ids["mask_id"],
         continuation=word_continuation_table(tokenizer) if cfg.mlm.whole_word else None,
     )
     t = cfg.train = resolve_max_steps(cfg.train, len(train), accelerator.num_processes)
-    plan = GlobalBatchPlan(len(train), t.batch_size, t.grad_accum, accelerator.num_processes, accelerator.process_index, t.seed)
+    plan = GlobalBatchPlan(
+        len(train), t.batch_size, t.grad_accum, accelerator.num_processes, accelerator.process_index, t.seed
+    )
     evaluate = None
     validation = ShardReader(cfg.data.shards, "validation", verify=cfg.data.verify)
     if len(validation) > 0:
-        evaluate = mlm_evaluator(accelerator, validation, masker, cfg.data.eval_batch_size or t.batch_size, t.eval_batches)
+        evaluate = mlm_evaluator(
+            accelerator, validation, masker, cfg.data.eval_batch_size or t.batch_size, t.eval_batches
+        )
 
     def export(acc, model, path: Path) -> None:
         export_model(acc, model, unwrap_mlm(acc.unwrap_model(model)), path, train.tokenizer_dir)
@@ -87,7 +104,9 @@ def build_task(cfg: Config, accelerator, output_dir: Path | None = None) -> tupl
         make_batch=train_batch_fn(train, masker, plan),
         export=export,
         evaluate=evaluate,
-        flops_per_token=mlm_flops_per_token(hf_model.config, train.seq_len, cfg.mlm.probability * train.seq_len),
+        flops_per_token=mlm_flops_per_token(
+            hf_model.config, train.seq_len, cfg.mlm.probability * train.seq_len
+        ),
     )
     return task, plan
 

@@ -33,7 +33,9 @@ MODULES = {"tokenizer": tokenizer, "shard": shard, "pretrain": pretrain, "finetu
 @dataclass
 class Config:
     output_dir: str = option(REQUIRED, "root directory; each stage writes to a subdirectory named after it")
-    corpus: list[str] = option(REQUIRED, "pretraining text (files, globs or a hub dataset name) for tokenizer and shard")
+    corpus: list[str] = option(
+        REQUIRED, "pretraining text (files, globs or a hub dataset name) for tokenizer and shard"
+    )
     corpus_format: CorpusConfig = section(CorpusConfig, "how the corpus is read (both tokenizer and shard)")
     stages: list[str] = option(list(STAGE_ORDER), "stages to run, in pipeline order")
     tokenizer: dict = option({}, "keys of `pipeline tokenizer` (input/output_dir are wired)")
@@ -63,13 +65,22 @@ def stage_configs(cfg: Config) -> dict[str, Any]:
     corpus = dataclasses.asdict(cfg.corpus_format)
     wired = {
         "tokenizer": {"input": cfg.corpus, "output_dir": str(root / "tokenizer"), "corpus": corpus},
-        "shard": {"input": cfg.corpus, "tokenizer": str(root / "tokenizer"), "output_dir": str(root / "shards"),
-                  "corpus": corpus},
+        "shard": {
+            "input": cfg.corpus,
+            "tokenizer": str(root / "tokenizer"),
+            "output_dir": str(root / "shards"),
+            "corpus": corpus,
+        },
         "pretrain": {"data": {"shards": str(root / "shards")}, "output_dir": str(root / "pretrain")},
-        "finetune": {"model": {"init_from": str(root / "pretrain" / "final")}, "output_dir": str(root / "finetune")},
+        "finetune": {
+            "model": {"init_from": str(root / "pretrain" / "final")},
+            "output_dir": str(root / "finetune"),
+        },
     }
-    return {name: from_dict(MODULES[name].Config, _merge(getattr(cfg, name), wired[name]), prefix=f"{name}.")
-            for name in STAGE_ORDER}
+    return {
+        name: from_dict(MODULES[name].Config, _merge(getattr(cfg, name), wired[name]), prefix=f"{name}.")
+        for name in STAGE_ORDER
+    }
 
 
 def is_complete(name: str, cfg) -> bool:

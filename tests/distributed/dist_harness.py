@@ -59,36 +59,73 @@ def build_shards(workdir: Path) -> Path:
     """Tokenizer + shard set (seq_len 64) from the synthetic corpus, through the real stages."""
     corpus = synthetic_corpus(workdir / "corpus.txt")
     tokenizer, shards = workdir / "tokenizer", workdir / "shards"
-    run_stage(["tokenizer", f"input=[{corpus}]", f"output_dir={tokenizer}", "vocab_size=600",
-               "model_type=wordpiece", "min_frequency=1"], workdir / "tokenizer.log")
-    run_stage(["shard", f"input=[{corpus}]", f"tokenizer={tokenizer}", f"output_dir={shards}",
-               "seq_len=64", "val_fraction=0.05", "num_proc=1", "progress=false"], workdir / "shard.log")
+    run_stage(
+        [
+            "tokenizer",
+            f"input=[{corpus}]",
+            f"output_dir={tokenizer}",
+            "vocab_size=600",
+            "model_type=wordpiece",
+            "min_frequency=1",
+        ],
+        workdir / "tokenizer.log",
+    )
+    run_stage(
+        [
+            "shard",
+            f"input=[{corpus}]",
+            f"tokenizer={tokenizer}",
+            f"output_dir={shards}",
+            "seq_len=64",
+            "val_fraction=0.05",
+            "num_proc=1",
+            "progress=false",
+        ],
+        workdir / "shard.log",
+    )
     return shards
 
 
 def pretrain_overrides(shards: Path, output_dir: Path, **train) -> list[str]:
     """A tiny fp32 BERT with dropout 0 (runs are comparable step by step), every step logged."""
     settings = {
-        "max_steps": 8, "batch_size": 2, "grad_accum": 1, "lr": 1e-3, "warmup_steps": 2,
-        "eval_every": 4, "eval_batches": 2, "save_every": 4, "log_every": 1,
-        "peak_tflops": 1.0, "progress": False, "prefetch": 2, "seed": 0, "resume": "auto",
+        "max_steps": 8,
+        "batch_size": 2,
+        "grad_accum": 1,
+        "lr": 1e-3,
+        "warmup_steps": 2,
+        "eval_every": 4,
+        "eval_batches": 2,
+        "save_every": 4,
+        "log_every": 1,
+        "peak_tflops": 1.0,
+        "progress": False,
+        "prefetch": 2,
+        "seed": 0,
+        "resume": "auto",
     } | train
     return [
-        f"data.shards={shards}", f"output_dir={output_dir}",
-        "model.arch=bert", "model.preset=tiny", "model.dropout=0.0", "model.max_position_embeddings=64",
+        f"data.shards={shards}",
+        f"output_dir={output_dir}",
+        "model.arch=bert",
+        "model.preset=tiny",
+        "model.dropout=0.0",
+        "model.max_position_embeddings=64",
         *(f"train.{key}={value}" for key, value in settings.items()),
     ]
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-        "OMP_NUM_THREADS": "1",  # 2 cores, 2 processes; also keeps single/multi-process numerics close
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONWARNINGS": "ignore",
-    })
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+            "OMP_NUM_THREADS": "1",  # 2 cores, 2 processes; also keeps single/multi-process numerics close
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
     env.update(extra)
     return env
 
@@ -100,15 +137,20 @@ def _run(cmd: list[str], log: Path, env: dict[str, str], expect: int | str = 0) 
     under `accelerate launch` torchrun reports any non-zero worker exit as its own exit code 1."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             code = proc.wait(timeout=RUN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            raise AssertionError(f"timed out after {RUN_TIMEOUT_S} s: {' '.join(cmd)}\n{_tail(log)}") from None
-    stopped_ok = expect == STOPPED and code != 0 and "checkpointing at step" in log.read_text(errors="replace")
+            raise AssertionError(
+                f"timed out after {RUN_TIMEOUT_S} s: {' '.join(cmd)}\n{_tail(log)}"
+            ) from None
+    stopped_ok = (
+        expect == STOPPED and code != 0 and "checkpointing at step" in log.read_text(errors="replace")
+    )
     if code != expect and not stopped_ok:
         raise AssertionError(f"exit code {code}, expected {expect}: {' '.join(cmd)}\n{_tail(log)}")
     return code
@@ -123,8 +165,11 @@ def run_stage(args: list[str], log: Path) -> None:
 
 
 def run_single(shards: Path, output_dir: Path, **train) -> Path:
-    _run([sys.executable, "-m", "pipeline", "pretrain", *pretrain_overrides(shards, output_dir, **train)],
-         output_dir.with_suffix(".log"), _env({}))
+    _run(
+        [sys.executable, "-m", "pipeline", "pretrain", *pretrain_overrides(shards, output_dir, **train)],
+        output_dir.with_suffix(".log"),
+        _env({}),
+    )
     return output_dir
 
 
@@ -137,11 +182,23 @@ def _free_port() -> int:
 def run_launched(backend: Backend, shards: Path, output_dir: Path, expect: int | str = 0, **train) -> Path:
     """`accelerate launch --config_file <backend's yaml> --num_processes 2 -m pipeline pretrain ...`"""
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(LAUNCH_CONFIGS / backend.config_file),
-        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--main_process_port", str(_free_port()),
-        "-m", "pipeline", "pretrain", *pretrain_overrides(shards, output_dir, **train),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(LAUNCH_CONFIGS / backend.config_file),
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "pipeline",
+        "pretrain",
+        *pretrain_overrides(shards, output_dir, **train),
     ]
     log = output_dir.with_name(output_dir.name + f".{'stopped' if expect else 'run'}.log")
     _run(cmd, log, _env(backend.env), expect=expect)

@@ -120,7 +120,9 @@ def test_export_is_full_model_with_single_process_logits(launched, single, shard
     ids = _probe_ids(shards)
     reference = final_logits(single["batch"], ids)
     for run in ("full", "resumed"):
-        assert final_weights(launched[run]).keys() == final_weights(single["batch"]).keys()  # tied copies dropped
+        assert (
+            final_weights(launched[run]).keys() == final_weights(single["batch"]).keys()
+        )  # tied copies dropped
         logits = final_logits(launched[run], ids)
         assert logits.shape == reference.shape
         diff = (logits - reference).abs().max().item()
