@@ -31,6 +31,7 @@ from pipeline.batches import micro_batch_stream
 from pipeline.checkpoint import CheckpointManager, load_first_loadable, replace_dir, resume_candidates
 from pipeline.errors import PipelineError
 from pipeline.optim import build_optimizer, lr_schedule, set_lr
+from pipeline.reductions import RunningSums, global_loss_scale
 from pipeline.signals import StopSignal
 from pipeline.throughput import ThroughputMeter, compute_dtype, measure_peak_flops
 from pipeline.tracking import RunLogger
@@ -62,56 +63,6 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items() if k not in COUNTERS}
 
 
-class _Sums:
-    """Per-process running sums between log steps, kept on device (no host sync per step)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.values: dict[str, torch.Tensor] = {}
-        self.targets = 0
-        self.grad_norm = torch.zeros((), device=device)
-        self.steps = 0
-
-    def add(self, out: dict[str, torch.Tensor], targets: int) -> None:
-        for key, value in out.items():
-            if value.dim() != 0:  # only scalar sums are logged
-                continue
-            value = value.detach().float()
-            self.values[key] = self.values[key] + value if key in self.values else value
-        self.targets += targets
-
-    def add_step(self, grad_norm: torch.Tensor) -> None:
-        self.grad_norm = self.grad_norm + grad_norm.detach().float().to(self.device)
-        self.steps += 1
-
-    def reduce(self, accelerator) -> dict[str, float]:
-        """One all-reduce; returns global means and resets."""
-        keys = sorted(self.values)
-        extra = torch.tensor([float(self.targets), float(self.steps)], device=self.device)
-        local = torch.cat([torch.stack([self.values[k] for k in keys] + [self.grad_norm]), extra])
-        total = accelerator.reduce(local, reduction="sum").tolist()
-        self.__init__(self.device)
-        targets, steps = max(total[-2], 1.0), max(total[-1], 1.0)
-        out = {
-            "train/loss": total[keys.index("loss_sum")] / targets,
-            "train/grad_norm": total[len(keys)] / steps,
-        }  # every process holds the same norm
-        if "correct" in keys:
-            out["train/accuracy"] = total[keys.index("correct")] / targets
-        return out
-
-
-def _global_scale(accelerator, micro_batches: list[dict], stop: StopSignal, grad_accum: int):
-    """One all-reduce: the global target count (-> loss scale) and the stop flag (read lazily)."""
-    local = sum(int(mb["num_targets"]) for mb in micro_batches)
-    flags = torch.tensor(
-        [float(local), float(stop.requested)], dtype=torch.float64, device=accelerator.device
-    )
-    total = accelerator.reduce(flags, reduction="sum")
-    scale = (accelerator.num_processes * grad_accum) / total[0].clamp(min=1.0)
-    return scale.float(), total[1]
-
-
 def _is_better(value: float, best: float | None, greater: bool) -> bool:
     return best is None or (value > best if greater else value < best)
 
@@ -136,7 +87,7 @@ class _Trainer:
             accelerator.device, compute_dtype(accelerator.mixed_precision)
         )
         self.meter = ThroughputMeter(task.flops_per_token, peak * accelerator.num_processes)
-        self.sums = _Sums(accelerator.device)
+        self.sums = RunningSums(accelerator.device)
         self.first_bad = torch.tensor(-1, device=accelerator.device)
         self.last_saved = self.last_eval = -1
 
@@ -256,7 +207,7 @@ def fit(
     try:
         while trainer.step < cfg.max_steps:
             micro_batches = [next(stream) for _ in range(cfg.grad_accum)]
-            scale, stop_flag = _global_scale(accelerator, micro_batches, stop, cfg.grad_accum)
+            scale, stop_flag = global_loss_scale(accelerator, micro_batches, stop, cfg.grad_accum)
             ran = trainer.step - start_step
             if (_periodic(trainer.step, cfg.log_every) and float(stop_flag) > 0) or ran == cfg.stop_after > 0:
                 stopped = True
