@@ -179,29 +179,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_launched(backend: Backend, shards: Path, output_dir: Path, expect: int | str = 0, **train) -> Path:
+def launch_cmd(backend: Backend, shards: Path, output_dir: Path, **train) -> list[str]:
     """`accelerate launch --config_file <backend's yaml> --num_processes 2 -m pipeline pretrain ...`"""
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(LAUNCH_CONFIGS / backend.config_file),
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        "-m",
-        "pipeline",
-        "pretrain",
-        *pretrain_overrides(shards, output_dir, **train),
-    ]
+    return [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(LAUNCH_CONFIGS / backend.config_file),
+        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--main_process_port", str(_free_port()),
+        "-m", "pipeline", "pretrain", *pretrain_overrides(shards, output_dir, **train),
+    ]  # fmt: skip
+
+
+def run_launched(backend: Backend, shards: Path, output_dir: Path, expect: int | str = 0, **train) -> Path:
+    """Run :func:`launch_cmd` to completion (or to a checkpointed stop with ``expect=STOPPED``)."""
     log = output_dir.with_name(output_dir.name + f".{'stopped' if expect else 'run'}.log")
-    _run(cmd, log, _env(backend.env), expect=expect)
+    _run(launch_cmd(backend, shards, output_dir, **train), log, _env(backend.env), expect=expect)
     return output_dir
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -32,25 +31,7 @@ def _alive(pgid: int) -> bool:
 
 
 def _launch_and_kill_one_rank(shards, out, log) -> int:
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(h.LAUNCH_CONFIGS / "ddp.yaml"),
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--main_process_port",
-        str(h._free_port()),
-        "-m",
-        "pipeline",
-        "pretrain",
-        *h.pretrain_overrides(shards, out, **STEPS),
-    ]
+    cmd = h.launch_cmd(h.BACKENDS["ddp"], shards, out, **STEPS)
     with open(log, "w") as f:
         proc = subprocess.Popen(
             cmd, cwd=h.ROOT, env=h._env({}), stdout=f, stderr=subprocess.STDOUT, start_new_session=True
