@@ -2,7 +2,7 @@
 
 Run from the repository root (the venv active):
 
-    python -m bench.finetune_throughput                   # BERT mini, batch 32 (~3 min on 2 cores)
+    python -m bench.finetune_throughput                   # BERT mini, batch 32 (~4 min on 2 cores)
     python -m bench.finetune_throughput --size base --steps 4
     python -m bench.finetune_throughput --configs hf,ours,ours_bf16
 
@@ -14,8 +14,9 @@ padding to the longest sentence of each batch:
 * hf: ``bench.hf_recipes.HFClassifierTrainer`` (DataCollatorWithPadding, AutoModelForSequenceClassification,
   torch AdamW, the example's Accelerate loop), fp32;
 * ours: the real ``pipeline finetune`` stage (``run(cfg)`` with ``model.init_from=none``) in the
-  real ``fit`` loop, step-timed by ``bench.ours.instrumented_fit``; ``ours_bf16`` adds
-  ``accelerate --mixed_precision bf16``.
+  real ``fit`` loop, step-timed by ``bench.ours.instrumented_fit``, with its defaults (batches of
+  similar-length sentences, ``data.group_by_length``); ``ours_random`` draws random batches as the
+  HF recipe does; ``ours_bf16`` adds ``accelerate --mixed_precision bf16``.
 
 Examples/s = sequences per step x steady-state steps / their total time (a mean, because dynamic
 padding makes each step's cost depend on its longest sentence).  Each of our rows alternates step
@@ -44,11 +45,15 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.models import PRESETS  # noqa: E402
 
 MAX_LENGTH, VOCAB = 128, 8000
-ROWS = {
-    "hf": "HF run_glue_no_trainer recipe: fp32, DataCollatorWithPadding, torch AdamW",
-    "hf_bf16": "HF recipe with accelerate --mixed_precision bf16 (reference)",
-    "ours": "pipeline finetune: fit loop, fused AdamW, fp32",
-    "ours_bf16": "pipeline finetune + accelerate --mixed_precision bf16",
+ROWS = {  # name -> (description, overrides of our finetune config)
+    "hf": ("HF run_glue_no_trainer recipe: fp32, DataCollatorWithPadding, torch AdamW", []),
+    "hf_bf16": ("HF recipe with accelerate --mixed_precision bf16 (reference)", []),
+    "ours_random": (
+        "pipeline finetune, random batches (data.group_by_length=false): fit loop, fused AdamW, fp32",
+        ["data.group_by_length=false"],
+    ),
+    "ours": ("pipeline finetune (defaults): + length-grouped batches", []),
+    "ours_bf16": ("pipeline finetune + accelerate --mixed_precision bf16", []),
 }
 
 
@@ -84,7 +89,7 @@ def hf_steps(args, train_tsv: Path, precision: str):
 
 
 def run_ours(
-    args, train_tsv: Path, dev_tsv: Path, precision: str, total_steps: int, on_tick=None
+    args, train_tsv: Path, dev_tsv: Path, precision: str, total_steps: int, overrides=(), on_tick=None
 ) -> list[float]:
     from pipeline.stages import finetune
 
@@ -112,6 +117,7 @@ def run_ours(
                 "train.peak_tflops=1",
                 "train.progress=false",
                 "train.resume=never",
+                *overrides,
             ],
         )
         times = StepTimes(on_tick=on_tick)
@@ -141,7 +147,7 @@ def measure_round(args, configs, trainers, train_tsv: Path, dev_tsv: Path, inter
                 }
             continue
         partner = Interleave(trainers["no"]) if interleave else None
-        durations = run_ours(args, train_tsv, dev_tsv, precision, total, on_tick=partner)
+        durations = run_ours(args, train_tsv, dev_tsv, precision, total, ROWS[name][1], on_tick=partner)
         measured[name] = {"examples_per_s": _examples_per_s(args, durations), "all_step_s": durations}
         if partner is not None:
             measured[name]["paired_hf"] = _examples_per_s(args, partner.durations)
@@ -157,7 +163,7 @@ def measure_round(args, configs, trainers, train_tsv: Path, dev_tsv: Path, inter
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=list(PRESETS), default="mini")
-    parser.add_argument("--configs", default="hf,ours")
+    parser.add_argument("--configs", default="hf,ours_random,ours")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--examples", type=int, default=4096, help="SST-2 training sentences used")
     parser.add_argument("--warmup", type=int, default=2)
@@ -187,7 +193,7 @@ def main() -> None:
     rows = [
         {
             "config": name,
-            "description": ROWS[name],
+            "description": ROWS[name][0],
             "examples_per_s": median(r[name]["examples_per_s"] for r in rounds),
             "vs_hf": median(
                 ratio(r[name]["examples_per_s"], r[name].get("paired_hf", r["hf"]["examples_per_s"]))

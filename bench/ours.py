@@ -161,6 +161,7 @@ class Variant:
     fused_adamw: bool = True
     compile: bool = False
     precision: str = "no"  # accelerate mixed precision: no | bf16
+    dropout: float = 0.1  # model.dropout (BERT's 0.1 = the HF recipe's; 0 = ModernBERT/NeoBERT/Cramming)
 
 
 def pretrain_config(
@@ -173,6 +174,7 @@ def pretrain_config(
     max_steps: int,
     compile: bool,
     prefetch: int = 4,
+    dropout: float = 0.1,
 ):
     from pipeline.stages import pretrain
 
@@ -181,6 +183,7 @@ def pretrain_config(
         f"output_dir={output_dir}",
         "model.arch=bert",
         f"model.preset={preset}",
+        f"model.dropout={dropout}",
         f"train.max_steps={max_steps}",
         f"train.batch_size={batch_size}",
         f"train.grad_accum={grad_accum}",
@@ -224,6 +227,7 @@ def run_pretrain(
             max_steps=steps,
             compile=variant.compile,
             prefetch=prefetch,
+            dropout=variant.dropout,
         )
         accelerator = make_accelerator(cfg.train, out, log=False)
         task, _ = build_task(cfg, accelerator)

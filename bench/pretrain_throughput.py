@@ -27,6 +27,7 @@ head, the masked positions for the sparse head).  Writes ``bench/results/pretrai
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 from bench.common import (
     best_known_peaks,
@@ -51,6 +52,16 @@ from bench.ours import Interleave, Variant, profile_pretrain, run_pretrain  # no
 from pipeline.models import PRESETS, mlm_flops_per_token  # noqa: E402
 
 SEQ_LEN = 128
+
+
+@dataclass(frozen=True)
+class HFRecipe:
+    """Settings of a baseline row: the HF recipe as written, or with one knob changed."""
+
+    precision: str = "no"  # accelerate mixed precision
+    dropout: float = 0.1  # BertConfig's default, as in the example
+
+
 SIZES = {  # defaults per size: tokens per step = batch x 128; keep the default run near 5 minutes on 2 cores
     "tiny": {
         "preset": "tiny",
@@ -80,9 +91,14 @@ SIZES = {  # defaults per size: tokens per step = batch x 128; keep the default 
         "configs": "hf,fused",
     },
 }
-ROWS = {  # name -> (description, our Variant or None for the HF recipe, HF mixed precision)
-    "hf": ("HF run_mlm_no_trainer recipe: fp32, dense head, torch AdamW", None, "no"),
-    "hf_bf16": ("HF recipe with accelerate --mixed_precision bf16 (reference)", None, "bf16"),
+ROWS = {  # name -> (description, our Variant or None for the HF recipe, HF recipe settings)
+    "hf": ("HF run_mlm_no_trainer recipe: fp32, dense head, torch AdamW", None, HFRecipe()),
+    "hf_bf16": ("HF recipe with accelerate --mixed_precision bf16 (reference)", None, HFRecipe("bf16")),
+    "hf_nodrop": (
+        "HF recipe with dropout 0 (reference: the recipe change alone)",
+        None,
+        HFRecipe(dropout=0.0),
+    ),
     "loop": (
         "ours: shards + Masker + fit loop, HF dense loss, torch AdamW",
         Variant(sparse_head=False, fused_adamw=False),
@@ -90,12 +106,18 @@ ROWS = {  # name -> (description, our Variant or None for the HF recipe, HF mixe
     ),
     "sparse": ("+ sparse MLM head (masked positions only)", Variant(fused_adamw=False), None),
     "fused": ("+ fused AdamW (pipeline default)", Variant(), None),
-    "compile": ("+ torch.compile (train.compile=true)", Variant(compile=True), None),
-    "bf16": (
-        "+ bf16 autocast (accelerate --mixed_precision bf16)",
-        Variant(compile=True, precision="bf16"),
+    "nodrop": (
+        "+ dropout 0 (ModernBERT/NeoBERT/Cramming pretraining; lets SDPA use its fused CPU kernel)",
+        Variant(dropout=0.0),
         None,
     ),
+    "compile": ("+ torch.compile (train.compile=true)", Variant(dropout=0.0, compile=True), None),
+    "bf16": (
+        "+ bf16 autocast (accelerate --mixed_precision bf16)",
+        Variant(dropout=0.0, compile=True, precision="bf16"),
+        None,
+    ),
+    "compile_drop": ("fused + torch.compile, dropout 0.1", Variant(compile=True), None),
     "bf16_eager": ("fused + bf16 autocast, no compile", Variant(precision="bf16"), None),
 }
 
@@ -150,24 +172,31 @@ class HFSide:
         self.flops_per_token = mlm_flops_per_token(
             self.config, SEQ_LEN, SEQ_LEN
         )  # dense head: every position
-        self._steps: dict[str, object] = {}
+        self._steps: dict[HFRecipe, object] = {}
 
-    def steps(self, args, mixed_precision: str):
-        """One trainer per precision, kept across rows and rounds (its first step is its warm-up)."""
-        if mixed_precision not in self._steps:
+    def steps(self, args, recipe: HFRecipe):
+        """One trainer per recipe, kept across rows and rounds (its first step is its warm-up)."""
+        if recipe not in self._steps:
+            config = BertConfig(
+                **{
+                    **self.config.to_dict(),
+                    "hidden_dropout_prob": recipe.dropout,
+                    "attention_probs_dropout_prob": recipe.dropout,
+                }
+            )
             trainer = HFMlmTrainer(
-                self.config,
+                config,
                 self.tokenizer,
                 self.dataset,
                 batch_size=args.batch_size,
                 grad_accum=args.grad_accum,
-                mixed_precision=mixed_precision,
+                mixed_precision=recipe.precision,
             )
-            self._steps[mixed_precision] = trainer.steps()
-        return self._steps[mixed_precision]
+            self._steps[recipe] = trainer.steps()
+        return self._steps[recipe]
 
-    def standalone(self, args, mixed_precision: str, total_steps: int) -> list[float]:
-        partner = Interleave(self.steps(args, mixed_precision), sync=_sync(args))
+    def standalone(self, args, recipe: HFRecipe, total_steps: int) -> list[float]:
+        partner = Interleave(self.steps(args, recipe), sync=_sync(args))
         for _ in range(total_steps):
             partner()
         return partner.durations
@@ -199,18 +228,18 @@ def measure_round(args, hf: HFSide | None, shards) -> dict[str, dict]:
     interleave = "hf" in args.configs and bool(ours_rows)
     measured, hf_steady, hf_first = {}, [], None
     for name in args.configs:
-        _, variant, hf_precision = ROWS[name]
+        _, variant, recipe = ROWS[name]
         if variant is None:
             if not (name == "hf" and interleave):
                 measured[name] = step_stats(
-                    hf.standalone(args, hf_precision, total),
+                    hf.standalone(args, recipe, total),
                     [],
                     hf.tokens_per_step,
                     hf.flops_per_token,
                     args.warmup,
                 )
             continue
-        partner = Interleave(hf.steps(args, "no"), sync=_sync(args)) if interleave else None
+        partner = Interleave(hf.steps(args, HFRecipe()), sync=_sync(args)) if interleave else None
         run = run_pretrain(
             variant,
             shards,
@@ -254,11 +283,11 @@ def summarise(args, rounds: list[dict], peaks: dict) -> list[dict]:
     rows, previous = [], None
     best_peak = max(peaks.values())
     for name in args.configs:
-        description, variant, hf_precision = ROWS[name]
+        description, variant, recipe = ROWS[name]
         runs = [r[name] for r in rounds]
         tps = median(r["tokens_per_s"] for r in runs)
         dtype_peak = peaks[
-            "bf16" if (hf_precision if variant is None else variant.precision) == "bf16" else "fp32"
+            "bf16" if (recipe.precision if variant is None else variant.precision) == "bf16" else "fp32"
         ]
         vs_hf = _vs_hf(name, rounds)
         rows.append(

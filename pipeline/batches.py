@@ -10,6 +10,13 @@ Consequences: resuming at step ``k`` is an O(1) seek (no replay of earlier batch
 seen twice within an epoch across processes; and the global batch of a step does not depend on how
 it is split into processes and micro-batches.  Per-sample randomness (MLM masks) is keyed by the
 global position, so it does not depend on the world size either.
+
+Length grouping (``lengths`` given, variable-length fine-tuning data): ``perm_e`` is refined so
+that each global batch holds examples of similar length - windows of ``group_window`` global
+batches of the random permutation are sorted by length, cut at global-batch boundaries, and those
+batches shuffled within the window (HF's ``group_by_length`` idea, but in global batches, so it
+still does not depend on the process count).  Dynamic padding then pads to a near-equal length
+instead of the longest of a random batch.  Still a pure function of (seed, epoch).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -32,6 +39,9 @@ class GlobalBatchPlan:
     rank: int
     seed: int
     shuffle: bool = True
+    lengths: np.ndarray | None = field(default=None, compare=False, repr=False)  # -> length grouping
+    group_window: int = 50  # global batches per length-sorted window
+    _orders: dict = field(default_factory=dict, compare=False, repr=False, init=False)
 
     @property
     def global_batch(self) -> int:
@@ -54,8 +64,24 @@ class GlobalBatchPlan:
         out = np.empty_like(positions)
         for epoch in np.unique(epochs):
             sel = epochs == epoch
-            out[sel] = _permutation(self.num_samples, self.seed, int(epoch))[offsets[sel]]
+            out[sel] = self._order(int(epoch))[offsets[sel]]
         return out
+
+    def _order(self, epoch: int) -> np.ndarray:
+        perm = _permutation(self.num_samples, self.seed, epoch)
+        if self.lengths is None:
+            return perm
+        if epoch not in self._orders:
+            if len(self._orders) >= 2:  # an epoch and the next are all a step can touch
+                self._orders.pop(min(self._orders))
+            # the epoch starts mid-way through a global batch unless num_samples divides evenly:
+            # its first ``head`` positions finish that batch, so groups stay aligned with steps
+            head = min((-epoch * self.num_samples) % self.global_batch, self.num_samples)
+            rng = np.random.default_rng([self.seed, epoch, 1])
+            self._orders[epoch] = length_grouped(
+                perm, np.asarray(self.lengths), head, self.global_batch, self.group_window, rng
+            )
+        return self._orders[epoch]
 
     def epoch_of(self, step: int) -> float:
         return step * self.global_batch / self.num_samples
@@ -64,6 +90,23 @@ class GlobalBatchPlan:
 @lru_cache(maxsize=4)
 def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def length_grouped(
+    perm: np.ndarray, lengths: np.ndarray, head: int, group: int, window_groups: int, rng
+) -> np.ndarray:
+    """``perm`` reordered so that consecutive runs of ``group`` samples (after the first ``head``)
+    have similar lengths; the groups' order is shuffled within each window (see the module doc)."""
+    by_length = lambda idx: idx[np.argsort(-lengths[idx], kind="stable")]  # noqa: E731
+    parts = [by_length(perm[:head])]
+    body = perm[head:]
+    window = group * window_groups
+    for start in range(0, len(body), window):
+        chunk = by_length(body[start : start + window])
+        full = len(chunk) // group
+        groups = chunk[: full * group].reshape(full, group)[rng.permutation(full)]
+        parts += [groups.reshape(-1), chunk[full * group :]]  # a short last group stays last
+    return np.concatenate(parts)
 
 
 def micro_batch_stream(

@@ -86,6 +86,10 @@ class FinetuneDataConfig:
         128,
         "maximum tokens per example incl. special tokens; longer text is truncated (NER: split into windows)",
     )
+    group_by_length: bool = option(
+        True,
+        "batch examples of similar length together (less padding, ~2x faster on short-text tasks); false = plain random batches",
+    )
     hub_config: str | None = option(
         None, "dataset config name for hub datasets, e.g. 'sst2' with data.train=nyu-mll/glue"
     )

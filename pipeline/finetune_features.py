@@ -231,6 +231,10 @@ class TokenClassificationDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.features[i]
 
+    def lengths(self) -> list[int]:
+        """Token count per window (for length-grouped batches)."""
+        return [len(f["input_ids"]) for f in self.features]
+
 
 def _tag_id(label2id: dict[str, int], sentence: Sentence, i: int) -> int:
     tag = sentence.tags[i]

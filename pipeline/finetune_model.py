@@ -25,7 +25,7 @@ from transformers import (
 
 from pipeline.config import REQUIRED, option
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.models import ENCODER_LAYER_CLASS, ModelConfig, encoder_config
+from pipeline.models import ENCODER_LAYER_CLASS, ModelConfig, dropout_settings, encoder_config
 
 IGNORE_INDEX = -100
 TaskType = Literal["classification", "regression", "ner"]
@@ -37,6 +37,10 @@ class FinetuneModelConfig(ModelConfig):
 
     init_from: str = option(
         REQUIRED, "pretrained model directory (a pretrain run's final/ or any local HF model), or none"
+    )
+    dropout: float = option(
+        0.1,
+        "encoder dropout while fine-tuning (hidden states, attention), also set on init_from's model: pretraining usually runs without it, fine-tuning benefits (BERT recipe)",
     )
     tokenizer: str | None = option(
         None, "tokenizer directory; default: the one saved in init_from (required for none)"
@@ -106,12 +110,13 @@ def build_model(
     check_init_from(cfg)
     path = Path(cfg.init_from)
     try:
-        AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+        saved = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
         return _head_class(task).from_pretrained(
             path,
             trust_remote_code=cfg.trust_remote_code,
             attn_implementation=cfg.attn_implementation,
             **extra,
+            **dropout_settings(saved, cfg.dropout),
         )
     except (OSError, ValueError, KeyError) as e:
         raise PipelineError(f"cannot load a model from model.init_from={path}: {e}") from None

@@ -48,6 +48,14 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 _DIM_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
 ENCODER_LAYER_CLASS = {"bert": "BertLayer", "modernbert": "ModernBertEncoderLayer"}  # FSDP wrap units
+# config keys that set the encoder's dropout (BERT-like and ModernBERT); model.dropout sets them all
+DROPOUT_KEYS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "embedding_dropout",
+    "attention_dropout",
+    "mlp_dropout",
+)
 
 
 @dataclass
@@ -65,7 +73,10 @@ class ModelConfig:
         None, "feed-forward width (ModernBERT: width of each GLU half) (null = from the preset)"
     )
     max_position_embeddings: int = option(512, "longest sequence the model accepts (>= the shards' seq_len)")
-    dropout: float = option(0.1, "dropout on hidden states and attention probabilities")
+    dropout: float = option(
+        0.0,
+        "dropout on embeddings, hidden states and attention probabilities; 0 as in ModernBERT/NeoBERT/Cramming pretraining (also ~2x faster on CPU: no mask RNG, fused SDPA kernel); BERT used 0.1",
+    )
     pad_vocab_to_multiple: int = option(
         64, "pad embedding rows to a multiple of this (extra rows never predicted)"
     )
@@ -136,15 +147,18 @@ def _hf_config(cfg: ModelConfig, vocab_size: int, token_ids: dict[str, int]) -> 
         **token_ids,
     )
     if cfg.arch == "bert":
-        return BertConfig(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout, **common)
-    return ModernBertConfig(
-        bos_token_id=token_ids["cls_token_id"],
-        eos_token_id=token_ids["sep_token_id"],
-        embedding_dropout=cfg.dropout,
-        attention_dropout=cfg.dropout,
-        mlp_dropout=cfg.dropout,
-        **common,
-    )
+        config = BertConfig(**common)
+    else:
+        config = ModernBertConfig(
+            bos_token_id=token_ids["cls_token_id"], eos_token_id=token_ids["sep_token_id"], **common
+        )
+    config.update(dropout_settings(config, cfg.dropout))
+    return config
+
+
+def dropout_settings(config: PreTrainedConfig, dropout: float) -> dict[str, float]:
+    """``{key: dropout}`` for each dropout key (:data:`DROPOUT_KEYS`) that ``config`` has."""
+    return {key: dropout for key in DROPOUT_KEYS if hasattr(config, key)}
 
 
 def build_mlm_model(

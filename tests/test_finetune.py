@@ -300,3 +300,17 @@ def test_glue_configs_run(task, shared_data, tiny_pretrained, tmp_path):
     res = results(tmp_path)
     assert res[cfg["train"]["metric_for_best"]] is not None
     assert (tmp_path / "predictions.tsv").is_file()
+
+
+def test_finetune_dropout_is_set_on_the_pretrained_model(tiny_pretrained):
+    """Pretraining runs without dropout (its default); fine-tuning turns model.dropout back on."""
+    from pipeline.config import from_dict
+    from pipeline.finetune_model import FinetuneModelConfig, build_model, load_tokenizer
+
+    saved = json.loads((tiny_pretrained / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.0
+    for rate in (0.1, 0.0):
+        cfg = from_dict(FinetuneModelConfig, {"init_from": str(tiny_pretrained), "dropout": rate})
+        model = build_model(cfg, "classification", ["a", "b"], load_tokenizer(cfg))
+        assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == rate
+        assert {m.p for m in model.bert.modules() if isinstance(m, torch.nn.Dropout)} == {rate}

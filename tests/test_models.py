@@ -11,6 +11,7 @@ from transformers import pipeline as hf_pipeline
 
 from pipeline.config import ConfigError, from_dict
 from pipeline.models import (
+    DROPOUT_KEYS,
     UNUSED_LOGIT_BIAS,
     ModelConfig,
     SparseMLM,
@@ -28,7 +29,7 @@ ARCHS = ["bert", "modernbert"]
 
 def tiny_model(arch: str, seq_len: int = 32, **overrides) -> torch.nn.Module:
     torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, dropout=0.0, **overrides)
+    cfg = ModelConfig(arch=arch, **{"dropout": 0.0, **overrides})
     return build_mlm_model(cfg, vocab_size=VOCAB, special_ids=SPECIAL_IDS, seq_len=seq_len)
 
 
@@ -115,6 +116,17 @@ def test_build_sets_ids_padding_and_tying(arch):
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
     assert (model.get_input_embeddings().weight[VOCAB:] == 0).all()
     assert (model.get_output_embeddings().bias[VOCAB:] == UNUSED_LOGIT_BIAS).all()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_dropout_reaches_every_dropout_module(arch):
+    assert ModelConfig().dropout == 0.0  # pretraining default: no dropout (ModernBERT / Cramming)
+    model = tiny_model(arch, dropout=0.2)
+    keys = {"bert": DROPOUT_KEYS[:2], "modernbert": DROPOUT_KEYS[2:]}[arch]
+    assert {key: getattr(model.config, key) for key in keys} == dict.fromkeys(keys, 0.2)
+    rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates <= {0.2, 0.0} and 0.2 in rates  # ModernBERT's head keeps its own 0.0 rate
+    assert {m.p for m in tiny_model(arch).modules() if isinstance(m, torch.nn.Dropout)} <= {0.0}
 
 
 # ----------------------------------------------------------------------------- sparse head

@@ -134,6 +134,7 @@ def build_task(cfg: Config, accelerator, output_dir: Path) -> tuple[TrainTask, G
         accelerator.num_processes,
         accelerator.process_index,
         train_cfg.seed,
+        lengths=np.asarray(train_set.lengths()) if cfg.data.group_by_length else None,
     )
     eval_bs = train_cfg.batch_size * 2
 
