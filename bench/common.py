@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "bench" / "results"
+RESULTS_DIR = Path(os.environ.get("PIPELINE_BENCH_RESULTS", REPO / "bench" / "results"))
 DATA_DIR = Path(os.environ.get("PIPELINE_DATA", REPO.parent / "shared" / "data"))
 CACHE_DIR = Path(os.environ.get("PIPELINE_BENCH_CACHE", "/tmp/pipeline-bench"))
 
@@ -176,5 +176,5 @@ def write_results(name: str, payload: dict, machine: dict) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)
-    print(f"results written to {path.relative_to(REPO)}")
+    print(f"results written to {path}")
     return path

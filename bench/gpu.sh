@@ -6,7 +6,8 @@
 #   bench/gpu.sh --dry-run    # on CPU: syntax, imports and a 1-step tiny run of every row kind
 #
 # Rows: hf (fp32, as the example runs by default), hf_bf16 (the example under
-# `accelerate --mixed_precision bf16`), then our ablation up to bf16 + torch.compile.  Results:
+# `accelerate --mixed_precision bf16`), then our ablation (sparse head, fused AdamW, bf16, dropout 0,
+# torch.compile; dropout 0.1 up to bf16_eager like the recipe).  Results:
 # bench/results/pretrain_base_cuda.json (with the GPU model) plus a torch.profiler table of our best row.
 # Environment: PIPELINE_DATA (folder holding wikitext-2/; a synthetic corpus is used if absent),
 # PIPELINE_BENCH_CACHE (tokenizer/shard cache, default /tmp/pipeline-bench), BATCH (default 128).
@@ -17,7 +18,7 @@ if [[ "${1:-}" == "--dry-run" ]]; then
     bash -n bench/gpu.sh
     python -m compileall -q bench pipeline
     exec python -m bench.pretrain_throughput --size tiny --device cpu \
-        --configs hf,hf_bf16,loop,sparse,fused,bf16_eager --batch-size 2 --warmup 0 --steps 1 --rounds 1 \
+        --configs hf,hf_bf16,hf_nodrop,loop,sparse,fused,nodrop,bf16_eager,bf16_nodrop --batch-size 2 --warmup 0 --steps 1 --rounds 1 \
         --name gpu_dry_run
 fi
 
@@ -27,5 +28,5 @@ if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python -m bench.pretrain_throughput --size base --device cuda --batch-size "${BATCH:-128}" \
-    --configs hf,hf_bf16,loop,sparse,fused,bf16_eager,bf16 --warmup 3 --steps 10 --rounds 1 --profile \
+    --configs hf,hf_bf16,loop,sparse,fused,bf16_eager,bf16_nodrop,bf16 --warmup 3 --steps 10 --rounds 1 --profile \
     --name pretrain_base_cuda

@@ -2,10 +2,11 @@
 
 Run from the repository root (the venv active):
 
-    python -m bench.pretrain_throughput --size mini          # ~5 min on 2 cores: ablation without compile
-    python -m bench.pretrain_throughput --size mini --configs hf,loop,sparse,fused,compile,bf16_eager,bf16
+    python -m bench.pretrain_throughput --size mini          # ~7 min on 2 cores: ablation without compile
+    python -m bench.pretrain_throughput --size mini --configs hf,nodrop,compile,bf16 --rounds 1 \
+        --name pretrain_mini_cpu_compile                     # + torch.compile (cold compile ~1-3 min per row)
     python -m bench.pretrain_throughput --size base          # BERT-base dims: HF recipe vs ours (fp32)
-    python -m bench.pretrain_throughput --size base --configs hf,fused,compile,bf16 --rounds 2   # longer
+    python -m bench.pretrain_throughput --size base --configs hf,fused,nodrop,compile,bf16 --rounds 2   # longer
     python -m bench.pretrain_throughput --size base --device cuda --batch-size 128 ...            # see bench/gpu.sh
     python -m bench.pretrain_throughput --size mini --profile  # + torch.profiler table of our best step
 
@@ -79,7 +80,7 @@ SIZES = {  # defaults per size: tokens per step = batch x 128; keep the default 
         "warmup": 1,
         "steps": 3,
         "rounds": 2,
-        "configs": "hf,loop,sparse,fused,bf16_eager",
+        "configs": "hf,loop,sparse,fused,nodrop,hf_nodrop,bf16_eager",
     },  # + compile,bf16: ~3 min more compile time on 2 cores
     "base": {
         "preset": "base",
@@ -88,7 +89,7 @@ SIZES = {  # defaults per size: tokens per step = batch x 128; keep the default 
         "warmup": 1,
         "steps": 4,
         "rounds": 1,
-        "configs": "hf,fused",
+        "configs": "hf,fused,nodrop",
     },
 }
 ROWS = {  # name -> (description, our Variant or None for the HF recipe, HF recipe settings)
@@ -119,6 +120,7 @@ ROWS = {  # name -> (description, our Variant or None for the HF recipe, HF reci
     ),
     "compile_drop": ("fused + torch.compile, dropout 0.1", Variant(compile=True), None),
     "bf16_eager": ("fused + bf16 autocast, no compile", Variant(precision="bf16"), None),
+    "bf16_nodrop": ("+ dropout 0, bf16, no compile", Variant(dropout=0.0, precision="bf16"), None),
 }
 
 

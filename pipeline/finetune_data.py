@@ -87,8 +87,8 @@ class FinetuneDataConfig:
         "maximum tokens per example incl. special tokens; longer text is truncated (NER: split into windows)",
     )
     group_by_length: bool = option(
-        True,
-        "batch examples of similar length together (less padding, ~2x faster on short-text tasks); false = plain random batches",
+        False,
+        "batch examples of similar length together: 2-2.7x faster on SST-2 (less padding), but batches are less random - measured harmless from a pretrained model, noisier from scratch (README)",
     )
     hub_config: str | None = option(
         None, "dataset config name for hub datasets, e.g. 'sst2' with data.train=nyu-mll/glue"

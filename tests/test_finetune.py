@@ -213,6 +213,9 @@ def test_ner_iob1_and_iob2_train_identically(tiny_pretrained, tmp_path):
 
 
 def test_resume_gives_identical_weights(tiny_pretrained, tmp_path):
+    """Also with length-grouped batches, which must change which examples each step sees."""
+    from safetensors.torch import load_file
+
     train = write_sentiment(tmp_path / "train.tsv", 200, 0)
     common = [
         "task.type=classification",
@@ -225,16 +228,17 @@ def test_resume_gives_identical_weights(tiny_pretrained, tmp_path):
         "train.metric_for_best=eval/loss",
         "train.greater_is_better=false",
     ]
-    assert finetune(tmp_path / "a", *common) == 0
-    assert finetune(tmp_path / "b", *common, "train.stop_after=4") == 75
-    assert finetune(tmp_path / "b", *common) == 0
-    from safetensors.torch import load_file
-
-    wa, wb = (
-        load_file(tmp_path / "a" / "final" / "model.safetensors"),
-        load_file(tmp_path / "b" / "final" / "model.safetensors"),
-    )
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    weights = {}
+    for grouped in ("false", "true"):
+        args = [*common, f"data.group_by_length={grouped}"]
+        a, b = tmp_path / f"a-{grouped}", tmp_path / f"b-{grouped}"
+        assert finetune(a, *args) == 0
+        assert finetune(b, *args, "train.stop_after=4") == 75
+        assert finetune(b, *args) == 0
+        wa, wb = (load_file(run / "final" / "model.safetensors") for run in (a, b))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+        weights[grouped] = wa
+    assert not all(torch.equal(weights["true"][k], weights["false"][k]) for k in weights["true"])
 
 
 def test_errors_are_clear(tiny_pretrained, tmp_path, capsys):
