@@ -14,6 +14,11 @@ directory).  Each side runs as its own subprocess, alternating (ours, HF, ours, 
 * HF:   ``load_dataset("text")`` -> ``map(tokenize, batched=True, num_proc=2)`` ->
   ``map(group_texts, batched=True, num_proc=2)`` -> ``save_to_disk`` (``bench.hf_recipes.mlm_dataset``).
 
+A third side, ``tokenize``, is the ceiling both share: the same fast tokenizer encoding the same
+lines in batches of 1000 on ``NUM_PROC`` single-threaded worker processes and discarding the ids
+(no reading of formats, packing, writing or hashing) - how close "ours" gets to it shows what is
+left to win outside the tokenizer.
+
 Reported: MB/s of raw text (wall clock of the whole subprocess, imports included), the peak RSS
 of the largest single process (``wait4`` rusage) and of the whole process tree (sum over the
 parent and its workers, sampled every 0.1 s), and how much the tree's peak grows with a 10x larger
@@ -40,6 +45,10 @@ import psutil  # noqa: E402
 from bench import workspace  # noqa: E402
 
 SEQ_LEN, VOCAB, NUM_PROC = 128, 8000, 2
+
+
+SIDES = ("ours", "hf", "tokenize")
+_TOKENIZER = None  # set in each worker of tokenize_child
 
 
 def make_corpus(directory: Path, megabytes: float) -> Path:
@@ -116,6 +125,36 @@ def hf_argv(corpus: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "bench.shard_throughput", "--hf-child", str(corpus), str(out)]
 
 
+def tokenize_argv(corpus: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "bench.shard_throughput", "--tokenize-child", str(corpus), str(out)]
+
+
+def _encode_lines(lines: list[str]) -> int:
+    return sum(len(e.ids) for e in _TOKENIZER.encode_batch_fast(lines, add_special_tokens=False))
+
+
+def _init_tokenizer(path: str) -> None:
+    global _TOKENIZER
+    from tokenizers import Tokenizer
+
+    _TOKENIZER = Tokenizer.from_file(path)
+
+
+def tokenize_child(corpus: str, out: str) -> None:
+    """The tokenizer alone: encode every line, NUM_PROC worker processes, nothing kept."""
+    import itertools
+    import multiprocessing
+
+    path = str(workspace.tokenizer(VOCAB) / "tokenizer.json")
+    with (
+        open(corpus, encoding="utf-8") as f,
+        multiprocessing.Pool(NUM_PROC, _init_tokenizer, (path,)) as pool,
+    ):
+        batches = iter(lambda: list(itertools.islice(f, 1000)), [])
+        tokens = sum(pool.imap(_encode_lines, batches, chunksize=4))
+    Path(out).write_text(f"{tokens}\n")
+
+
 def hf_child(corpus: str, out: str) -> None:
     """The HF preprocessing, run in its own process (the datasets cache lives next to the output)."""
     from transformers import AutoTokenizer
@@ -129,14 +168,14 @@ def hf_child(corpus: str, out: str) -> None:
 
 def measure(side: str, corpus: Path, work: Path) -> dict:
     out = work / f"{side}-{corpus.stem}"
-    argv = ours_argv(corpus, out) if side == "ours" else hf_argv(corpus, out)
+    argv = {"ours": ours_argv, "hf": hf_argv, "tokenize": tokenize_argv}[side](corpus, out)
     result = run_measured(argv)
     size = corpus.stat().st_size
     result.update({"side": side, "corpus_mb": size / 1e6, "mb_per_s": size / 1e6 / result["seconds"]})
     for path in (out, Path(f"{out}-cache")):
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     print(
-        f"{side:4s} {result['corpus_mb']:6.1f} MB: {result['seconds']:6.1f} s, {result['mb_per_s']:.2f} MB/s, "
+        f"{side:8s} {result['corpus_mb']:6.1f} MB: {result['seconds']:6.1f} s, {result['mb_per_s']:.2f} MB/s, "
         f"peak RSS {result['max_process_rss_mb']:.0f} MB (one process), {result['tree_peak_rss_mb']:.0f} MB (tree)",
         flush=True,
     )
@@ -150,9 +189,13 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--hf-child", nargs=2, metavar=("CORPUS", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--tokenize-child", nargs=2, metavar=("CORPUS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hf_child:
         hf_child(*args.hf_child)
+        return
+    if args.tokenize_child:
+        tokenize_child(*args.tokenize_child)
         return
     machine = machine_info()
     workspace.tokenizer(VOCAB)
@@ -163,11 +206,11 @@ def main() -> None:
         corpora = [make_corpus(work, mb) for mb in sizes]
         for _ in range(args.rounds):
             for corpus in corpora:
-                for side in ("ours", "hf"):
+                for side in SIDES:
                     results.append(measure(side, corpus, work))
     rows = []
     for corpus_mb in sizes:
-        for side in ("ours", "hf"):
+        for side in SIDES:
             runs = [
                 r for r in results if r["side"] == side and abs(r["corpus_mb"] - corpus_mb) / corpus_mb < 0.05
             ]
@@ -184,7 +227,9 @@ def main() -> None:
     for row in rows:
         hf = next(r for r in rows if r["side"] == "hf" and r["corpus_mb"] == row["corpus_mb"])
         smallest = next(r for r in rows if r["side"] == row["side"])
+        ceiling = next(r for r in rows if r["side"] == "tokenize" and r["corpus_mb"] == row["corpus_mb"])
         row["speedup_vs_hf"] = ratio(row["mb_per_s"], hf["mb_per_s"])
+        row["of_tokenizer_ceiling"] = ratio(row["mb_per_s"], ceiling["mb_per_s"])
         row["tree_rss_vs_smallest"] = ratio(row["tree_peak_rss_mb"], smallest["tree_peak_rss_mb"])
     columns = [
         ("side", "side", ""),
@@ -192,6 +237,7 @@ def main() -> None:
         ("seconds", "wall s", ".1f"),
         ("mb_per_s", "MB/s", ".2f"),
         ("speedup_vs_hf", "x HF", ".2f"),
+        ("of_tokenizer_ceiling", "of tokenizer-only MB/s", ".0%"),
         ("max_process_rss_mb", "peak RSS largest process MB", ".0f"),
         ("tree_peak_rss_mb", "peak RSS process tree MB", ".0f"),
         ("tree_rss_vs_smallest", "tree RSS vs smallest corpus", ".2f"),
