@@ -53,7 +53,10 @@ class TrainConfig:
         "end this invocation after N optimizer steps with a checkpoint, as a stop signal would (time-sliced jobs); 0 = run to max_steps",
     )
     log_every: int = option(10, "log train scalars every N optimizer steps")
-    compile: bool = option(False, "torch.compile the model (in place: saved weights keep their plain names)")
+    compile: bool = option(
+        False,
+        "torch.compile the model (in place: saved weights keep their plain names); a GPU setting - on a 2-core CPU it measured 0.9x eager",
+    )
     peak_tflops: float = option(0.0, "per-device peak TFLOP/s for MFU; 0 = measure once with a matmul probe")
     prefetch: int = option(4, "micro-batches prepared ahead by a background thread")
     metric_for_best: str | None = option(

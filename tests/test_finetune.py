@@ -195,6 +195,7 @@ def test_ner_iob1_and_iob2_train_identically(tiny_pretrained, tmp_path):
                 f"model.init_from={tiny_pretrained}",
                 "train.max_steps=40",
                 "train.eval_every=20",
+                "data.group_by_length=true",  # NER windows are batched by length too
             )
             == 0
         )
