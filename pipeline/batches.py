@@ -97,7 +97,10 @@ def length_grouped(
 ) -> np.ndarray:
     """``perm`` reordered so that consecutive runs of ``group`` samples (after the first ``head``)
     have similar lengths; the groups' order is shuffled within each window (see the module doc)."""
-    by_length = lambda idx: idx[np.argsort(-lengths[idx], kind="stable")]  # noqa: E731
+
+    def by_length(idx: np.ndarray) -> np.ndarray:  # longest first; ties keep the random order
+        return idx[np.argsort(-lengths[idx], kind="stable")]
+
     parts = [by_length(perm[:head])]
     body = perm[head:]
     window = group * window_groups
