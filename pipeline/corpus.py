@@ -4,11 +4,9 @@ Used by the ``tokenizer`` and ``shard`` stages (``pipeline tokenizer|shard --con
 embed :class:`CorpusConfig` as their ``corpus`` section.  Files are read incrementally (line by
 line, or batch by batch for parquet), never loaded whole.
 
-Inputs (``resolve_inputs``): file paths, globs (``data/*.jsonl.gz``, ``**`` recursive; matches are
-sorted and de-duplicated), directories (every supported file inside, sorted), or Hugging Face hub
-dataset names (``hf://wikitext`` or a bare id such as ``Salesforce/wikitext`` that is not a local
-path), loaded with ``datasets.load_dataset(name, corpus.hub_config, split=corpus.hub_split,
-streaming=True)``.
+Inputs are resolved first (:func:`pipeline.corpus_inputs.resolve_inputs`: files, globs,
+directories, hub dataset names); hub datasets are streamed with ``datasets.load_dataset(name,
+corpus.hub_config, split=corpus.hub_split, streaming=True)``.
 
 Formats, chosen by suffix, each optionally gzip-compressed (``.gz`` appended, e.g. ``x.jsonl.gz``):
 
@@ -31,27 +29,20 @@ a malformed JSON line are errors naming the file (and line).
 from __future__ import annotations
 
 import csv
-import glob
 import gzip
 import json
-import os
-import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Literal
 
 from pipeline.config import option
+from pipeline.corpus_inputs import HUB_PREFIX, SUFFIXES, format_of, is_hub_name, unsupported_input
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.hub import load_hub_dataset
 
-__all__ = ["CorpusConfig", "SUFFIXES", "resolve_inputs", "iter_documents", "iter_corpus", "is_hub_name"]
+__all__ = ["CorpusConfig", "iter_documents", "iter_corpus"]
 
-SUFFIXES = (".txt", ".jsonl", ".csv", ".parquet")
-HUB_PREFIX = "hf://"
-_GLOB_CHARS = re.compile(r"[*?\[]")
-# a hub id: "name" or "owner/name", letters, digits, "-", "_", "."
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PARQUET_BATCH_ROWS = 1024
 
 
@@ -81,86 +72,6 @@ class CorpusConfig:
             raise ConfigError("corpus.text_field: must not be empty")
 
 
-# ----------------------------------------------------------------------------- resolving inputs
-
-
-def is_hub_name(source: str) -> bool:
-    """True for ``hf://name`` and for a bare ``name``/``owner/name`` that is not a local path."""
-    if source.startswith(HUB_PREFIX):
-        return True
-    if os.path.exists(source) or _GLOB_CHARS.search(source):
-        return False
-    return bool(_HUB_ID.match(source)) and _format_of(source) is None
-
-
-def _format_of(path: str) -> str | None:
-    """``'a/b.jsonl.gz'`` -> ``'.jsonl'``; None for an unsupported suffix."""
-    name = path[:-3] if path.endswith(".gz") else path
-    suffix = os.path.splitext(name)[1].lower()
-    return suffix if suffix in SUFFIXES else None
-
-
-def _files_in_directory(directory: str) -> list[str]:
-    found = [
-        os.path.join(root, name)
-        for root, _, names in os.walk(directory)
-        for name in names
-        if _format_of(name) is not None and not name.startswith(".")
-    ]
-    if not found:
-        raise PipelineError(f"input directory {directory} contains no {'/'.join(SUFFIXES)}[.gz] files")
-    return sorted(found)
-
-
-def _expand(pattern: str) -> list[str]:
-    if is_hub_name(pattern):
-        return [pattern]
-    if _GLOB_CHARS.search(pattern):
-        matches = sorted(m for m in glob.glob(pattern, recursive=True) if os.path.isfile(m))
-        if not matches:
-            raise PipelineError(f"input pattern {pattern!r} matches no files")
-        return matches
-    if os.path.isdir(pattern):
-        return _files_in_directory(pattern)
-    if not os.path.exists(pattern):
-        raise PipelineError(f"input file not found: {pattern}")
-    return [pattern]
-
-
-def resolve_inputs(inputs: list[str]) -> list[str]:
-    """Expand globs and directories (sorted, de-duplicated), keep hub names; check local files.
-
-    Raises PipelineError for an empty ``inputs`` list, a pattern that matches nothing, a missing
-    file, an unsupported suffix or an empty (0-byte) file."""
-    if not inputs:
-        raise PipelineError("input: no input files given")
-    resolved: list[str] = []
-    seen: set[str] = set()
-    for pattern in inputs:
-        for source in _expand(pattern):
-            key = source if is_hub_name(source) else os.path.realpath(source)
-            if key in seen:
-                continue
-            seen.add(key)
-            if not is_hub_name(source):
-                _check_local_file(source)
-            resolved.append(source)
-    return resolved
-
-
-def _check_local_file(path: str) -> None:
-    if _format_of(path) is None:
-        raise _unsupported(path)
-    if os.path.getsize(path) == 0:
-        raise PipelineError(f"input file is empty: {path}")
-
-
-def _unsupported(path: str) -> PipelineError:
-    return PipelineError(
-        f"unsupported input file type: {path} (expected {', '.join(SUFFIXES)}, optionally + .gz)"
-    )
-
-
 # ----------------------------------------------------------------------------- reading
 
 
@@ -175,9 +86,9 @@ def iter_documents(source: str, cfg: CorpusConfig) -> Iterator[str]:
     if is_hub_name(source):
         yield from _iter_hub(source, cfg)
         return
-    fmt = _format_of(source)
+    fmt = format_of(source)
     if fmt is None:
-        raise _unsupported(source)
+        raise unsupported_input(source)
     reader = {".txt": _iter_txt, ".jsonl": _iter_jsonl, ".csv": _iter_csv, ".parquet": _iter_parquet}[fmt]
     try:
         with _open_binary(source) as stream:

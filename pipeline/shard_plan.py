@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.corpus import is_hub_name
+from pipeline.corpus_inputs import is_hub_name
 from pipeline.errors import PipelineError
 from pipeline.shards import DTYPES, SPLITS, dtype_for_vocab, sha256_file
 

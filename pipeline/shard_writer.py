@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pipeline.config import save_config
-from pipeline.corpus import resolve_inputs
+from pipeline.corpus_inputs import resolve_inputs
 from pipeline.errors import PipelineError
 from pipeline.shard_encode import encode_parts
 from pipeline.shard_plan import (

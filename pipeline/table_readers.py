@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.corpus import is_hub_name
+from pipeline.corpus_inputs import is_hub_name
 from pipeline.errors import PipelineError
 from pipeline.hub import load_hub_dataset
 

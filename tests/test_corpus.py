@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.corpus import CorpusConfig, is_hub_name, iter_corpus, iter_documents, resolve_inputs
+from pipeline.corpus import CorpusConfig, iter_corpus, iter_documents
+from pipeline.corpus_inputs import is_hub_name, resolve_inputs
 from pipeline.errors import PipelineError
 
 DOCS = ["first document, with a comma", 'second "quoted" one', "third: ünïcödé ✓"]

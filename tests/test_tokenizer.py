@@ -18,13 +18,8 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.stages.tokenizer import Config
-from pipeline.tokenizer import (
-    SPECIALS,
-    save_tokenizer,
-    to_transformers,
-    train_tokenizer,
-    word_continuation_table,
-)
+from pipeline.tokenizer import SPECIALS, save_tokenizer, to_transformers, train_tokenizer
+from pipeline.word_boundaries import word_continuation_table
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_TYPES = ["wordpiece", "bpe", "unigram"]

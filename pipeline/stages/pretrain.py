@@ -27,8 +27,8 @@ from pipeline.mlm_data import mlm_evaluator, train_batch_fn
 from pipeline.models import ModelConfig, SparseMLM, build_mlm_model, mlm_flops_per_token, unwrap_mlm
 from pipeline.shards import ShardReader
 from pipeline.stage_runner import run_training_stage
-from pipeline.tokenizer import word_continuation_table
 from pipeline.train_config import TrainConfig
+from pipeline.word_boundaries import word_continuation_table
 
 
 @dataclass

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipeline.config import REQUIRED, option, section
-from pipeline.corpus import CorpusConfig, iter_corpus, resolve_inputs
+from pipeline.corpus import CorpusConfig, iter_corpus
+from pipeline.corpus_inputs import resolve_inputs
 from pipeline.errors import ConfigError
 from pipeline.tokenizer import SPECIALS, check_output_dir, save_tokenizer, to_transformers, train_tokenizer
 
