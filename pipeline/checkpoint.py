@@ -15,26 +15,18 @@ whose files do not match the recorded sizes is reported by name and skipped for 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import warnings
 from pathlib import Path
 
 import torch
 
+from pipeline import console
 from pipeline.errors import PipelineError
+from pipeline.io import fsync_dir, replace_dir, write_json
 
 STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _file_sizes(directory: Path) -> dict[str, int]:
@@ -43,15 +35,6 @@ def _file_sizes(directory: Path) -> dict[str, int]:
         for p in sorted(directory.rglob("*"))
         if p.is_file() and p.name != STATE_FILE
     }
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def check_checkpoint(path: Path) -> dict:
@@ -95,7 +78,7 @@ class CheckpointManager:
             try:
                 state = check_checkpoint(path)
             except PipelineError as e:
-                warnings.warn(f"{e}; falling back to the previous checkpoint", stacklevel=2)
+                console.warn(f"{e}; falling back to the previous checkpoint")
                 continue
             yield path, state
 
@@ -126,10 +109,10 @@ class CheckpointManager:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             state = {"step": step, **(extra or {}), "files": _file_sizes(partial)}
-            write_json_atomic(partial / STATE_FILE, state)
-            _fsync_dir(partial)
+            write_json(partial / STATE_FILE, state, fsync=True)
+            fsync_dir(partial)
             partial.rename(final)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             self._rotate()
         accelerator.wait_for_everyone()
         return final
@@ -169,23 +152,11 @@ def load_first_loadable(accelerator, candidates) -> tuple[Path, dict] | None:
         failed = accelerator.reduce(torch.tensor(float(error is not None), device=accelerator.device), "sum")
         if float(failed) == 0:
             return path, state
-        warnings.warn(
+        console.warn(
             f"checkpoint {path} could not be loaded ({error or 'on another process'}); "
-            "falling back to the previous checkpoint",
-            stacklevel=2,
+            "falling back to the previous checkpoint"
         )
     return None
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Make ``src`` appear at ``dst``, replacing any old ``dst`` without a moment where neither is valid."""
-    old = dst.with_name(dst.name + ".old.partial")
-    if old.exists():
-        shutil.rmtree(old)
-    if dst.exists():
-        dst.rename(old)
-    src.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _drop_tied_copies(hf_model, weights: dict) -> dict:

@@ -11,6 +11,7 @@ import importlib
 import sys
 import textwrap
 
+from pipeline import console
 from pipeline.config import describe, load_config
 from pipeline.errors import PipelineError
 from pipeline.stages import STAGES
@@ -67,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(module.Config, args.config, args.overrides)
         result = module.run(cfg)
     except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
+        console.error(str(e))
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        console.error("interrupted")
         return 130
     return int(result) if isinstance(result, int) else 0
 

@@ -24,6 +24,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.io import write_text
 
 __all__ = ["ConfigError", "REQUIRED", "option", "section", "load_config", "save_config"]
 
@@ -263,9 +264,7 @@ def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically: temp file then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:

@@ -20,20 +20,18 @@ and counted in the returned stats.  NER (CoNLL files) lives in :mod:`pipeline.co
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from pipeline import console
 from pipeline.config import REQUIRED, ConfigError, option, section
 from pipeline.conll import ConllConfig
 from pipeline.errors import PipelineError
 from pipeline.finetune_features import ClassificationDataset, collate_dynamic  # noqa: F401 (re-exported)
 from pipeline.table_readers import open_rows
-
-log = logging.getLogger(__name__)
 
 TaskType = Literal["classification", "regression"]
 INDEX_COLUMNS = ("index", "idx")  # taken as the example id when data.index_column is unset
@@ -186,13 +184,11 @@ class _Layout:
 
 
 def _skip_stats(name: str, rows: int, kept: int, problems: list[tuple[str, str]]) -> dict[str, Any]:
-    """The stats of one read; logs a warning when rows were skipped."""
+    """The stats of one read; warns when rows were skipped."""
     reasons = dict(Counter(reason for reason, _ in problems))
     shown = [where_message for _, where_message in problems[:3]]
     if problems:
-        log.warning(
-            "%s: skipped %d bad rows of %d (%s), e.g. %s", name, len(problems), rows, reasons, shown[0]
-        )
+        console.warn(f"{name}: skipped {len(problems)} bad rows of {rows} ({reasons}), e.g. {shown[0]}")
     return {
         "rows": rows,
         "examples": kept,

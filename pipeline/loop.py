@@ -26,10 +26,12 @@ from pathlib import Path
 
 import torch
 
+from pipeline import console
 from pipeline.accel import check_prepared, clip_grad_norm
 from pipeline.batches import micro_batch_stream
-from pipeline.checkpoint import CheckpointManager, load_first_loadable, replace_dir, resume_candidates
+from pipeline.checkpoint import CheckpointManager, load_first_loadable, resume_candidates
 from pipeline.errors import PipelineError
+from pipeline.io import replace_dir
 from pipeline.optim import build_optimizer, lr_schedule, set_lr
 from pipeline.reductions import RunningSums, global_loss_scale
 from pipeline.signals import StopSignal
@@ -100,8 +102,7 @@ class _Trainer:
         path, state = found
         self.step, self.best = int(state["step"]), state.get("best")
         self.nonfinite = int(state.get("nonfinite_steps", 0))
-        if self.acc.is_main_process:
-            print(f"resumed from {path} at step {self.step}")
+        console.info(f"resumed from {path} at step {self.step}")
 
     def save(self) -> None:
         if self.last_saved == self.step:
@@ -161,9 +162,7 @@ class _Trainer:
             return True
         if bool(bad):
             self.nonfinite += 1
-            self.logger.message(
-                f"step {self.step + 1}: non-finite gradient, step skipped ({self.nonfinite} so far)"
-            )
+            console.info(f"step {self.step + 1}: non-finite gradient, step skipped ({self.nonfinite} so far)")
             return False
         return True
 
@@ -215,7 +214,7 @@ def fit(
             trainer.train_step(micro_batches, scale)
             _after_step(trainer, cfg)
         if stopped:
-            trainer.logger.message(f"stop signal received: checkpointing at step {trainer.step} and exiting")
+            console.info(f"stop signal received: checkpointing at step {trainer.step} and exiting")
         else:
             trainer.check_finite()
             trainer.evaluate()
@@ -271,9 +270,8 @@ def _summary(trainer: _Trainer, start_step: int, seconds: float, completed: bool
         "best": trainer.best,
         "nonfinite_steps": trainer.nonfinite,
     }
-    if trainer.acc.is_main_process:
-        print(
-            f"run summary: {summary['steps']} steps ({summary['steps_this_run']} this run), {tokens:,} tokens, "
-            f"{seconds:.1f} s, {tps:,.0f} tokens/s, MFU {summary['mfu']:.1%}"
-        )
+    console.info(
+        f"run summary: {summary['steps']} steps ({summary['steps_this_run']} this run), {tokens:,} tokens, "
+        f"{seconds:.1f} s, {tps:,.0f} tokens/s, MFU {summary['mfu']:.1%}"
+    )
     return summary

@@ -30,14 +30,12 @@ import torch
 
 from pipeline.config import ConfigError, option
 from pipeline.errors import PipelineError
+from pipeline.hashing import GOLDEN, keyed_hash, splitmix64
 
 IGNORE_INDEX = -100  # label of padded prediction slots (torch cross-entropy's ignore_index)
 
 # Independent hash streams, so which tokens are chosen and what replaces them are uncorrelated.
 _STREAM_SELECT, _STREAM_REPLACE = 0, 1
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
-_MUL2 = np.uint64(0x94D049BB133111EB)
 
 
 @dataclass
@@ -61,14 +59,6 @@ class MaskingConfig:
                 "mlm.mask_token_fraction + mlm.random_token_fraction must be <= 1, got "
                 f"{self.mask_token_fraction} + {self.random_token_fraction}"
             )
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser on a uint64 array (wrapping arithmetic is the point)."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _MUL1
-        x = (x ^ (x >> np.uint64(27))) * _MUL2
-    return x ^ (x >> np.uint64(31))
 
 
 def _round_half_up(x: np.ndarray | float) -> np.ndarray:
@@ -122,8 +112,8 @@ class Masker:
             None if continuation is None else np.asarray(continuation, dtype=bool)[:vocab_size]
         )
         with np.errstate(over="ignore"):
-            seed_mix = np.full(2, seed % 2**64, dtype=np.uint64) * _GOLDEN + np.arange(2, dtype=np.uint64)
-        self._seed_state = _splitmix64(seed_mix)  # one starting state per stream
+            seed_mix = np.full(2, seed % 2**64, dtype=np.uint64) * GOLDEN + np.arange(2, dtype=np.uint64)
+        self._seed_state = splitmix64(seed_mix)  # one starting state per stream
         # low bits of a selection score hold the word's start position, so scores are unique per word
         self._position_bits = np.uint64(max(seq_len, 1).bit_length())
         self.max_predictions: int = int(_round_half_up(cfg.probability * seq_len))
@@ -132,13 +122,12 @@ class Masker:
 
     def _row_states(self, keys: np.ndarray, stream: int) -> np.ndarray:
         """[B] uint64: the hash state of each row for one stream, from (seed, stream, key)."""
-        return _splitmix64(keys ^ self._seed_state[stream])
+        return splitmix64(keys ^ self._seed_state[stream])
 
     @staticmethod
     def _token_bits(row_states: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """uint64 hash of (row state, token position); broadcasts like ``row_states + positions``."""
-        with np.errstate(over="ignore"):
-            return _splitmix64(row_states + (positions.astype(np.uint64) + np.uint64(1)) * _GOLDEN)
+        return keyed_hash(row_states, positions.astype(np.uint64) + np.uint64(1))
 
     # ------------------------------------------------------------------ selection
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 
@@ -34,9 +32,3 @@ def prepare_output_dir(path: str | Path, cfg, accelerator=None) -> Path:
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return path
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)

@@ -11,7 +11,6 @@ this process (the Rust encoder may still use threads unless TOKENIZERS_PARALLELI
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import multiprocessing
 import os
@@ -24,15 +23,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.corpus import iter_documents
+from pipeline.hashing import keyed_hash, text_key, unit_float
 from pipeline.shard_plan import Plan, UnitWriter, file_marker, source_name, unit_record, write_file_marker
 from pipeline.shards import DTYPES
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
 
 def split_key(seed: int, name: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}\0{name}".encode(), digest_size=8).digest(), "little")
+    """The hash key of one input file's documents: (seed, the file's base name)."""
+    return text_key(seed, name)
 
 
 def validation_mask(key: int, first_index: int, count: int, val_fraction: float) -> np.ndarray:
@@ -40,11 +38,8 @@ def validation_mask(key: int, first_index: int, count: int, val_fraction: float)
     (splitmix64 of the file key and the document index, compared with ``val_fraction``)."""
     if val_fraction <= 0:
         return np.zeros(count, dtype=bool)
-    x = np.uint64(key) + np.arange(first_index, first_index + count, dtype=np.uint64) * _GOLDEN
-    x = (x ^ (x >> np.uint64(30))) * _MIX1
-    x = (x ^ (x >> np.uint64(27))) * _MIX2
-    x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53) < val_fraction
+    bits = keyed_hash(key, np.arange(first_index, first_index + count, dtype=np.uint64))
+    return unit_float(bits) < val_fraction
 
 
 # ----------------------------------------------------------------------------- encoding

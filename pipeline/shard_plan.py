@@ -27,7 +27,8 @@ import numpy as np
 
 from pipeline.corpus_inputs import is_hub_name
 from pipeline.errors import PipelineError
-from pipeline.shards import DTYPES, SPLITS, dtype_for_vocab, sha256_file
+from pipeline.io import sha256_file, write_json
+from pipeline.shards import DTYPES, SPLITS, dtype_for_vocab
 
 if TYPE_CHECKING:
     from pipeline.shard_encode import Encoded
@@ -185,12 +186,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def unit_record(plan: Plan, file_index: int, chunk: int, check_data: bool) -> dict[str, Any] | None:
     """The record of a complete, current unit (data checksums verified if ``check_data``), else None."""
     record = _read_json(plan.unit_path(file_index, chunk, "json"))
@@ -223,7 +218,7 @@ def write_file_marker(plan: Plan, file_index: int, chunks: int, documents: int) 
         "documents_read": documents,
         "source": plan.sources[file_index],
     }
-    write_json_atomic(plan.marker_path(file_index), marker)
+    write_json(plan.marker_path(file_index), marker, end="\n")
 
 
 class UnitWriter:
@@ -258,7 +253,7 @@ class UnitWriter:
             "documents_read": self.documents_read,
             "splits": {s: {**self.counts[s], "sha256": self.hashes[s].hexdigest()} for s in SPLITS},
         }
-        write_json_atomic(self.plan.unit_path(self.file_index, self.chunk, "json"), record)
+        write_json(self.plan.unit_path(self.file_index, self.chunk, "json"), record, end="\n")
         return record
 
     def abort(self) -> None:

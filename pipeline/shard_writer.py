@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from pipeline import console
 from pipeline.config import save_config
 from pipeline.corpus_inputs import resolve_inputs
 from pipeline.errors import PipelineError
+from pipeline.io import write_json
 from pipeline.shard_encode import encode_parts
 from pipeline.shard_plan import (
     Plan,
@@ -41,7 +43,6 @@ from pipeline.shard_plan import (
     shard_rows,
     source_name,
     unit_record,
-    write_json_atomic,
 )
 from pipeline.shards import (
     DTYPES,
@@ -67,7 +68,7 @@ def build_shards(cfg: Config) -> dict[str, Any] | None:
     plan = make_plan(cfg, resolve_inputs(cfg.input), load_tokenizer(cfg.tokenizer, cfg.seq_len))
     finished = _finished_manifest(plan)
     if finished is not None:
-        print(f"shard: {plan.out} is already complete for this input and config; nothing to do")
+        console.info(f"shard: {plan.out} is already complete for this input and config; nothing to do")
         return finished
     units = None if cfg.merge else _encode(plan)
     if not (cfg.merge or cfg.num_workers == 1 or _claim_merge(plan)):
@@ -104,7 +105,7 @@ def _claim_merge(plan: Plan) -> bool:
     """True for the one worker that merges: all files are encoded and it created the lock first."""
     pending = [plan.sources[i] for i in range(len(plan.sources)) if file_marker(plan, i) is None]
     if pending:
-        print(
+        console.info(
             f"shard: worker {plan.cfg.worker_index} done; {len(pending)} input file(s) still being "
             "encoded by other workers; the last one to finish merges (or run with merge=true)"
         )
@@ -112,7 +113,7 @@ def _claim_merge(plan: Plan) -> bool:
     try:
         os.close(os.open(plan.parts_dir / "merge.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
-        print(f"shard: another worker is merging {plan.out} (if none is, run with merge=true)")
+        console.info(f"shard: another worker is merging {plan.out} (if none is, run with merge=true)")
         return False
     return True
 
@@ -264,7 +265,7 @@ def _publish(out: Path, staging: Path, manifest: dict[str, Any]) -> None:
         os.replace(staged, out / staged.name)
     shutil.rmtree(out / TOKENIZER_DIRNAME, ignore_errors=True)
     os.replace(staging / TOKENIZER_DIRNAME, out / TOKENIZER_DIRNAME)
-    write_json_atomic(out / MANIFEST_NAME, manifest)
+    write_json(out / MANIFEST_NAME, manifest, end="\n")
 
 
 def _finished_manifest(plan: Plan) -> dict[str, Any] | None:
@@ -288,7 +289,7 @@ def _print_summary(
     plan: Plan, manifest: dict[str, Any], seconds: float, units: dict[str, int] | None
 ) -> None:
     files = sum(len(s["shards"]) for s in manifest["splits"].values())
-    print(
+    console.info(
         f"shard: wrote {files} shard file(s) to {plan.out} (seq_len {plan.cfg.seq_len}, {manifest['dtype']})"
     )
     rows = [
@@ -300,7 +301,7 @@ def _print_summary(
         ("total", totals["documents"], totals["tokens"], totals["sequences"], totals["padding_fraction"])
     )
     for name, documents, tokens, sequences, padding in rows:
-        print(
+        console.info(
             f"  {name:<10} {documents:>12,} docs {tokens:>14,} tokens {sequences:>11,} sequences {padding:6.2%} padding"
         )
     work = (
@@ -308,4 +309,4 @@ def _print_summary(
         if units is None
         else f"; {units['units_encoded']} work unit(s) encoded, {units['units_reused']} reused"
     )
-    print(f"  {seconds:.1f}s, {totals['tokens'] / max(seconds, 1e-9):,.0f} tokens/s{work}")
+    console.info(f"  {seconds:.1f}s, {totals['tokens'] / max(seconds, 1e-9):,.0f} tokens/s{work}")

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.io import sha256_file
 
 __all__ = [
     "FORMAT_VERSION",
@@ -46,7 +47,6 @@ __all__ = [
     "ShardFileWriter",
     "ShardReader",
     "dtype_for_vocab",
-    "sha256_file",
 ]
 
 FORMAT_VERSION = 1
@@ -64,14 +64,6 @@ def dtype_for_vocab(vocab_size: int) -> str:
 
 def shard_file_name(split: str, index: int) -> str:
     return f"{split}-{index:05d}.bin"
-
-
-def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_manifest(path: str | Path) -> tuple[Path, dict[str, Any]]:

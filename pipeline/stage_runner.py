@@ -11,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.accel import make_accelerator
+from pipeline.io import write_json
 from pipeline.loop import fit
-from pipeline.outputs import prepare_output_dir, write_json
+from pipeline.outputs import prepare_output_dir
 
 EXIT_STOPPED = 75
 
@@ -26,7 +27,7 @@ def run_training_stage(cfg, build_task: Callable, on_complete: Callable[[Path], 
     task, plan = build_task(cfg, accelerator, output_dir)
     summary = fit(accelerator, cfg.train, task, output_dir, cfg, epoch_of=plan.epoch_of)
     if accelerator.is_main_process:
-        write_json(output_dir / "summary.json", summary)
+        write_json(output_dir / "summary.json", summary, default=str)
         if summary["completed"] and on_complete is not None:
             on_complete(output_dir)
     return 0 if summary["completed"] else EXIT_STOPPED

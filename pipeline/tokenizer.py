@@ -31,6 +31,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from tqdm.auto import tqdm
 
 from pipeline.errors import PipelineError
+from pipeline.io import replace_dir
 
 __all__ = [
     "MODEL_TYPES",
@@ -246,7 +247,8 @@ def save_tokenizer(fast_tokenizer: Any, output_dir: str | Path, resolved_config:
         _portable_class_name(staging / "tokenizer_config.json")
         if resolved_config is not None:
             save_config(resolved_config, staging / "config.yaml")
-        _swap_into_place(staging, output_dir)
+        retired = output_dir.with_name(f".{output_dir.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+        replace_dir(staging, output_dir, retired)  # an old output is moved aside first, deleted after
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir
@@ -257,18 +259,3 @@ def _portable_class_name(config_file: Path) -> None:
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _swap_into_place(staging: Path, output_dir: Path) -> None:
-    """Rename ``staging`` to ``output_dir``; an old output is moved aside first, deleted after."""
-    if not output_dir.exists():
-        staging.rename(output_dir)
-        return
-    retired = output_dir.with_name(f".{output_dir.name}.old-{staging.name.rsplit('-', 1)[-1]}")
-    output_dir.rename(retired)
-    try:
-        staging.rename(output_dir)
-    except OSError:
-        retired.rename(output_dir)  # put the old, complete output back
-        raise
-    shutil.rmtree(retired, ignore_errors=True)

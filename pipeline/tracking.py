@@ -58,10 +58,6 @@ class RunLogger:
         if self.bar is not None:
             self.bar.update(steps)
 
-    def message(self, text: str) -> None:
-        if self.main:
-            (self.bar.write if self.bar is not None else print)(text)
-
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import console
 from pipeline.accel import make_accelerator
 from pipeline.checkpoint import CheckpointManager, check_checkpoint
 from pipeline.config import REQUIRED, load_config, option
@@ -64,6 +65,5 @@ def run(cfg: Config) -> int:
     accelerator.load_state(str(path))
     out.parent.mkdir(parents=True, exist_ok=True)
     task.export(accelerator, model, out)
-    if accelerator.is_main_process:
-        print(f"export: {path} (step {step}) -> {out}")
+    console.info(f"export: {path} (step {step}) -> {out}")
     return 0

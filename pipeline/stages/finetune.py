@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 from accelerate.utils import set_seed
 
+from pipeline import console
 from pipeline.batches import GlobalBatchPlan
 from pipeline.checkpoint import export_model
 from pipeline.config import REQUIRED, option, section
@@ -40,8 +41,8 @@ from pipeline.finetune_model import (
     count_targets,
     load_tokenizer,
 )
+from pipeline.io import atomic_open, write_json, write_text
 from pipeline.loop import TrainTask, resolve_max_steps
-from pipeline.outputs import write_json
 from pipeline.stage_runner import run_training_stage
 from pipeline.train_config import TrainConfig
 
@@ -102,18 +103,16 @@ def _train_batch_fn(dataset, plan: GlobalBatchPlan, pad_id: int):
 def _write_predictions(
     path: Path, task: str, dataset, predictions: list[np.ndarray], label_names: list[str]
 ) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     if task == "ner":
         tags = word_predictions(dataset, predictions, label_names)
-        tmp.write_text("\n".join(conll_prediction_lines(dataset.sentences, tags)) + "\n", encoding="utf-8")
-    else:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            out = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-            out.writerow(["index", "text", "text_pair", "prediction"])
-            for example, pred in zip(dataset.examples, predictions):
-                label = f"{float(pred):.6g}" if task == "regression" else label_names[int(pred)]
-                out.writerow([example.index, example.text, example.text_pair or "", label])
-    tmp.replace(path)
+        write_text(path, "\n".join(conll_prediction_lines(dataset.sentences, tags)) + "\n")
+        return
+    with atomic_open(path, newline="") as f:
+        out = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        out.writerow(["index", "text", "text_pair", "prediction"])
+        for example, pred in zip(dataset.examples, predictions):
+            label = f"{float(pred):.6g}" if task == "regression" else label_names[int(pred)]
+            out.writerow([example.index, example.text, example.text_pair or "", label])
 
 
 def build_task(cfg: Config, accelerator, output_dir: Path) -> tuple[TrainTask, GlobalBatchPlan]:
@@ -147,7 +146,7 @@ def build_task(cfg: Config, accelerator, output_dir: Path) -> tuple[TrainTask, G
             predict(accelerator, model, test_set, eval_bs, pad_id)[0] if test_set is not None else None
         )
         if accelerator.is_main_process:
-            write_json(output_dir / "eval_results.json", {"step": step, **metrics})
+            write_json(output_dir / "eval_results.json", {"step": step, **metrics}, default=str)
             if test_preds is not None:
                 _write_predictions(
                     output_dir / "predictions.tsv", task_type, test_set, test_preds, label_names
@@ -176,4 +175,4 @@ def _print_results(output_dir: Path) -> None:
 
     results = json.loads((output_dir / "eval_results.json").read_text())
     shown = {k: round(v, 4) for k, v in results.items() if isinstance(v, float) and k.count("/") == 1}
-    print(f"best validation metrics: {shown}")
+    console.info(f"best validation metrics: {shown}")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import console
 from pipeline.config import REQUIRED, from_dict, option, save_config, section
 from pipeline.corpus import CorpusConfig
 from pipeline.errors import ConfigError
@@ -114,15 +115,15 @@ def run(cfg: Config) -> int:
         save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     for name in [s for s in STAGE_ORDER if s in cfg.stages]:
         if is_complete(name, configs[name]):
-            print(f"[run] {name}: complete in {configs[name].output_dir}, skipped")
+            console.info(f"[run] {name}: complete in {configs[name].output_dir}, skipped")
             continue
-        print(f"[run] {name} -> {configs[name].output_dir}")
+        console.info(f"[run] {name} -> {configs[name].output_dir}")
         if name in ("tokenizer", "shard") and rank != 0:
             _wait_for(name, configs[name])  # data stages run once, on the first process
             continue
         code = MODULES[name].run(configs[name])
         if code:
-            print(f"[run] {name} exited with {code}; rerun the same command to resume")
+            console.info(f"[run] {name} exited with {code}; rerun the same command to resume")
             return code
     if rank == 0:
         print_summary(configs)
@@ -134,4 +135,4 @@ def print_summary(configs: dict[str, Any]) -> None:
 
     rows = summary_rows(configs)
     width = max(len(k) for k, _ in rows)
-    print("\n".join(["", "pipeline run summary", "-" * 60] + [f"{k:<{width}}  {v}" for k, v in rows]))
+    console.info("\n".join(["", "pipeline run summary", "-" * 60] + [f"{k:<{width}}  {v}" for k, v in rows]))

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from pipeline import console
 from pipeline.config import REQUIRED, option, section
 from pipeline.corpus import CorpusConfig, iter_corpus
 from pipeline.corpus_inputs import resolve_inputs
@@ -79,7 +80,7 @@ def run(cfg: Config) -> int:
     save_tokenizer(to_transformers(tok, cfg.model_type, cfg.model_max_length), cfg.output_dir, cfg)
     vocab = tok.get_vocab_size()
     note = f" (asked {cfg.vocab_size}: the corpus supports no more)" if vocab < cfg.vocab_size else ""
-    print(
+    console.info(
         f"tokenizer: {cfg.model_type}, vocab {vocab}{note}, {count:,} documents from {len(sources)} "
         f"input(s), {time.perf_counter() - start:.1f}s -> {cfg.output_dir}"
     )
