@@ -80,12 +80,12 @@ def machine_info(device: str = "cpu") -> dict:
 
 
 def measure_peaks(device: str = "cpu", seconds: float = 2.0) -> dict[str, float]:
-    """Measured dense-matmul FLOP/s in fp32 and bf16 (pipeline.throughput's probe, run longer and
+    """Measured dense-matmul FLOP/s in fp32 and bf16 (pipeline.train.throughput's probe, run longer and
     re-run on every call: on a shared machine call it once per round and keep the best)."""
     import torch
 
-    from pipeline import throughput
-    from pipeline.throughput import measure_peak_flops
+    from pipeline.train import throughput
+    from pipeline.train.throughput import measure_peak_flops
 
     dev = torch.device(device)
     throughput._PROBE_CACHE.clear()

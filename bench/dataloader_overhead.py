@@ -64,9 +64,9 @@ def batch_build_ms(make_batch, count: int = 10) -> float:
 
 def seek_times(args, shards) -> tuple[list[dict], dict]:
     """Time to the first batch of a stream started at early and late optimizer steps."""
-    from pipeline import batches
-    from pipeline.accel import make_accelerator
     from pipeline.stages.pretrain import build_task
+    from pipeline.train import batches
+    from pipeline.train.accel import make_accelerator
 
     cfg = pretrain_config(
         shards,
@@ -99,7 +99,7 @@ def seek_times(args, shards) -> tuple[list[dict], dict]:
 def permutation_costs(sizes=(10**6, 10**7)) -> list[dict]:
     """What a seek pays for larger corpora: the epoch permutation is computed whole (O(N) time and
     8N bytes), once per epoch and once per resume."""
-    from pipeline import batches
+    from pipeline.train import batches
 
     rows = []
     for n in sizes:

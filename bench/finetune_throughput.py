@@ -42,7 +42,7 @@ from bench import workspace  # noqa: E402
 from bench.hf_recipes import HFClassifierTrainer, glue_dataset  # noqa: E402
 from bench.ours import Interleave, StepTimes, instrumented_fit, mixed_precision  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.models import PRESETS  # noqa: E402
+from pipeline.mlm.models import PRESETS  # noqa: E402
 
 MAX_LENGTH, VOCAB = 128, 8000
 ROWS = {  # name -> (description, overrides of our finetune config)

@@ -2,8 +2,8 @@
 
 :func:`run_pretrain` builds the pretraining task exactly as ``pipeline pretrain`` does
 (``pipeline.stages.pretrain.build_task``: ShardReader -> Masker -> SparseMLM, FLOPs per token) and
-trains it with ``pipeline.loop.fit``.  :func:`instrumented_fit` patches three names inside
-``pipeline.loop`` for the duration of a run, without changing what a training step does:
+trains it with ``pipeline.train.loop.fit``.  :func:`instrumented_fit` patches three names inside
+``pipeline.train.loop`` for the duration of a run, without changing what a training step does:
 
 * ``micro_batch_stream`` is wrapped so every request for a batch is timestamped (a step's period
   is the time between consecutive requests; the time blocked inside the request is the wait for data);
@@ -32,13 +32,13 @@ from unittest import mock
 
 import torch
 
-import pipeline.loop
-from pipeline.checkpoint import CheckpointManager
+import pipeline.train.loop
 from pipeline.config import load_config
-from pipeline.masking import IGNORE_INDEX
-from pipeline.models import SparseMLM, mlm_flops_per_token
-from pipeline.optim import build_optimizer
+from pipeline.mlm.masking import IGNORE_INDEX
+from pipeline.mlm.models import SparseMLM, mlm_flops_per_token
 from pipeline.shards import read_manifest
+from pipeline.train.checkpoint import CheckpointManager
+from pipeline.train.optim import build_optimizer
 
 
 class DenseMLM(SparseMLM):
@@ -129,12 +129,12 @@ def instrumented_fit(times: StepTimes, grad_accum: int, fused_adamw: bool = True
     optimizer = functools.partial(build_optimizer, fused=fused_adamw)
     with (
         mock.patch.object(
-            pipeline.loop,
+            pipeline.train.loop,
             "micro_batch_stream",
-            _timed_stream(pipeline.loop.micro_batch_stream, times, grad_accum),
+            _timed_stream(pipeline.train.loop.micro_batch_stream, times, grad_accum),
         ),
-        mock.patch.object(pipeline.loop, "CheckpointManager", _NoWriteCheckpoints),
-        mock.patch.object(pipeline.loop, "build_optimizer", optimizer),
+        mock.patch.object(pipeline.train.loop, "CheckpointManager", _NoWriteCheckpoints),
+        mock.patch.object(pipeline.train.loop, "build_optimizer", optimizer),
     ):
         yield
 
@@ -214,8 +214,8 @@ def run_pretrain(
 ) -> dict:
     """Train ``steps`` optimizer steps with the real stage + loop; returns ``steps - 1`` step durations
     (the first includes compilation / warm-up), the data waits, tokens per step and FLOPs per token."""
-    from pipeline.accel import make_accelerator
     from pipeline.stages.pretrain import build_task
+    from pipeline.train.accel import make_accelerator
 
     with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as out, mixed_precision(variant.precision):
         cfg = pretrain_config(
@@ -242,7 +242,7 @@ def run_pretrain(
             sync=torch.cuda.synchronize if accelerator.device.type == "cuda" else None, on_tick=on_tick
         )
         with instrumented_fit(times, grad_accum, fused_adamw=variant.fused_adamw):
-            summary = pipeline.loop.fit(accelerator, cfg.train, task, out, cfg)
+            summary = pipeline.train.loop.fit(accelerator, cfg.train, task, out, cfg)
     # intervals between batch requests: steps - 1 complete step periods (the last step ends inside
     # fit's shutdown, which is not timed)
     return {

@@ -18,7 +18,7 @@ data pipeline, model, optimizer and loop, fp32).  Ours is the real ``pipeline pr
 ablation adds one optimisation per row.  Configurations run one after another within a round and
 rounds repeat, so every row sees the same machine load; each row reports the median over rounds of
 its steady-state steps (the first ``--warmup`` steps, which include compilation, are reported
-separately).  MFU = tokens/s x model FLOPs per token / measured matmul peak (pipeline.throughput's
+separately).  MFU = tokens/s x model FLOPs per token / measured matmul peak (pipeline.train.throughput's
 probe, re-run every round; the best value ever measured on the machine is used, see
 ``bench.common.best_known_peaks``);
 FLOPs per token count the MLM head where each variant computes it (every position for the dense
@@ -50,7 +50,7 @@ from transformers import AutoTokenizer, BertConfig  # noqa: E402
 from bench import workspace  # noqa: E402
 from bench.hf_recipes import HFMlmTrainer, mlm_dataset  # noqa: E402
 from bench.ours import Interleave, Variant, profile_pretrain, run_pretrain  # noqa: E402
-from pipeline.models import PRESETS, mlm_flops_per_token  # noqa: E402
+from pipeline.mlm.models import PRESETS, mlm_flops_per_token  # noqa: E402
 
 SEQ_LEN = 128
 

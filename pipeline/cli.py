@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser(None).parse_args(argv[:1] or ["--help"])
         return 2
     stage, rest = argv[0], argv[1:]
+    console.show_warnings_plainly()
     args = build_parser(stage).parse_args(rest)
     module = stage_module(stage)
     try:

@@ -3,8 +3,8 @@
 * ``info(text)``: progress and results, to stdout.  Goes around open progress bars (tqdm) instead
   of through them.
 * ``warn(text)``: something the user should look at that does not stop the run (a corrupt
-  checkpoint skipped, bad rows skipped): a Python ``UserWarning``, so it shows on stderr and can be
-  filtered or caught like any other warning.
+  checkpoint skipped, bad rows skipped): a :class:`PipelineWarning` (a ``UserWarning``), so it can
+  be filtered or caught like any other warning; the command line shows it as ``warning: ...``.
 * ``error(text)``: the one ``error: ...`` line of a failed command, to stderr.
 
 ``info`` and ``warn`` speak only on the main process (rank 0) of a multi-process launch, so a
@@ -18,7 +18,11 @@ import os
 import sys
 import warnings
 
-__all__ = ["error", "info", "is_main_process", "rank", "warn"]
+__all__ = ["PipelineWarning", "error", "info", "is_main_process", "rank", "show_warnings_plainly", "warn"]
+
+
+class PipelineWarning(UserWarning):
+    """A warning of the pipeline to its user (see :func:`warn`)."""
 
 
 def rank() -> int:
@@ -44,9 +48,25 @@ def info(text: str) -> None:
 
 
 def warn(text: str, stacklevel: int = 2) -> None:
-    """A ``UserWarning`` (main process only); ``stacklevel`` 2 names the caller's line."""
+    """A :class:`PipelineWarning` (main process only); ``stacklevel`` 2 names the caller's line."""
     if is_main_process():
-        warnings.warn(text, UserWarning, stacklevel=stacklevel + 1)
+        warnings.warn(text, PipelineWarning, stacklevel=stacklevel + 1)
+
+
+def show_warnings_plainly() -> None:
+    """Print pipeline warnings as ``warning: ...`` lines (no source location); other warnings keep
+    Python's format.  The command line calls this once."""
+    plain = warnings.formatwarning
+    if getattr(plain, "_pipeline", False):
+        return
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if issubclass(category, PipelineWarning):
+            return f"warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    formatwarning._pipeline = True  # type: ignore[attr-defined]
+    warnings.formatwarning = formatwarning
 
 
 def error(text: str) -> None:

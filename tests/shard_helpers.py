@@ -11,8 +11,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 from pipeline.config import from_dict
-from pipeline.shard_writer import build_shards
 from pipeline.shards import ShardReader
+from pipeline.shards.build import build_shards
 from pipeline.stages.shard import Config
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.batches import GlobalBatchPlan, length_grouped
+from pipeline.train.batches import GlobalBatchPlan, length_grouped
 
 
 def _plan(n, batch_size=4, grad_accum=1, processes=1, rank=0, seed=0, lengths=None, **kw):

@@ -1,4 +1,4 @@
-"""Tests for pipeline.conll: CoNLL reading, -DOCSTART-, IOB1/IOB2 detection and conversion, errors."""
+"""Tests for pipeline.finetune.conll: CoNLL reading, -DOCSTART-, IOB1/IOB2 detection and conversion, errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import random
 import pytest
 
 from pipeline.config import from_dict
-from pipeline.conll import (
+from pipeline.errors import PipelineError
+from pipeline.finetune.conll import (
     Sentence,
     build_tag_set,
     conll_prediction_lines,
@@ -16,9 +17,8 @@ from pipeline.conll import (
     read_conll,
     to_iob2,
 )
-from pipeline.errors import PipelineError
-from pipeline.finetune_data import FinetuneDataConfig
-from pipeline.metrics import extract_spans
+from pipeline.finetune.data import FinetuneDataConfig
+from pipeline.finetune.metrics import extract_spans
 
 WORDS = "the movie was good john went to paris with mary in june london".split()
 

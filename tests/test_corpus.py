@@ -1,4 +1,4 @@
-"""Tests for pipeline/corpus.py: every input format (+ .gz), input resolution and every error."""
+"""Tests for pipeline/text/corpus.py: every input format (+ .gz), input resolution and every error."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.corpus import CorpusConfig, iter_corpus, iter_documents
-from pipeline.corpus_inputs import is_hub_name, resolve_inputs
 from pipeline.errors import PipelineError
+from pipeline.text.corpus import CorpusConfig, iter_corpus, iter_documents
+from pipeline.text.inputs import is_hub_name, resolve_inputs
 
 DOCS = ["first document, with a comma", 'second "quoted" one', "third: ünïcödé ✓"]
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from pipeline.config import from_dict
 from pipeline.errors import PipelineError
-from pipeline.train_config import TrainConfig
+from pipeline.train.config import TrainConfig
 from tests.test_loop import DATA_X, reset_accelerate, run
 
 STEPS = 24
@@ -194,7 +194,7 @@ def test_low_disk_space_is_refused_before_training(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple
 
-    from pipeline.outputs import prepare_output_dir
+    from pipeline.train.runner import prepare_output_dir
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))

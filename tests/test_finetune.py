@@ -310,7 +310,7 @@ def test_glue_configs_run(task, shared_data, tiny_pretrained, tmp_path):
 def test_finetune_dropout_is_set_on_the_pretrained_model(tiny_pretrained):
     """Pretraining runs without dropout (its default); fine-tuning turns model.dropout back on."""
     from pipeline.config import from_dict
-    from pipeline.finetune_model import FinetuneModelConfig, build_model, load_tokenizer
+    from pipeline.finetune.model import FinetuneModelConfig, build_model, load_tokenizer
 
     saved = json.loads((tiny_pretrained / "config.json").read_text())
     assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.0

@@ -1,4 +1,4 @@
-"""Tests for pipeline.finetune_data / table_readers: real GLUE files, bad rows, tensors, padding."""
+"""Tests for pipeline.finetune.data / tables: real GLUE files, bad rows, tensors, padding."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import ConfigError, from_dict
 from pipeline.errors import PipelineError
-from pipeline.finetune_data import (
+from pipeline.finetune.data import (
     Example,
     FinetuneDataConfig,
     build_label_set,

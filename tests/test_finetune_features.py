@@ -1,4 +1,4 @@
-"""Tests for pipeline.finetune_features: tokenized features, dynamic padding, NER alignment and windows.
+"""Tests for pipeline.finetune.features: tokenized features, dynamic padding, NER alignment and windows.
 
 The tokenizer is a tiny WordPiece trained in a fixture (no hub)."""
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from pipeline.config import from_dict
-from pipeline.conll import Sentence, build_tag_set
 from pipeline.errors import PipelineError
-from pipeline.finetune_data import Example, FinetuneDataConfig, read_table
-from pipeline.finetune_features import (
+from pipeline.finetune.conll import Sentence, build_tag_set
+from pipeline.finetune.data import Example, FinetuneDataConfig, read_table
+from pipeline.finetune.features import (
     ClassificationDataset,
     TokenClassificationDataset,
     collate_dynamic,

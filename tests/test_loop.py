@@ -11,13 +11,13 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState, PartialState
 
-from pipeline.accel import make_accelerator
-from pipeline.batches import GlobalBatchPlan
-from pipeline.checkpoint import CheckpointManager, export_model
 from pipeline.config import from_dict
-from pipeline.loop import TrainTask, fit
-from pipeline.optim import lr_schedule
-from pipeline.train_config import TrainConfig
+from pipeline.train.accel import make_accelerator
+from pipeline.train.batches import GlobalBatchPlan
+from pipeline.train.checkpoint import CheckpointManager, export_model
+from pipeline.train.config import TrainConfig
+from pipeline.train.loop import TrainTask, fit
+from pipeline.train.optim import lr_schedule
 
 
 class ToyModel(torch.nn.Module):
@@ -230,7 +230,7 @@ def test_export_model_strips_wrapper_prefix(tmp_path):
 def test_no_weight_decay_on_biases_and_norms():
     from transformers import BertConfig, BertForMaskedLM
 
-    from pipeline.optim import param_groups
+    from pipeline.train.optim import param_groups
 
     model = BertForMaskedLM(
         BertConfig(

@@ -1,4 +1,4 @@
-"""Tests for pipeline.masking: rate, replacement split, specials, whole words, determinism."""
+"""Tests for pipeline.mlm.masking: rate, replacement split, specials, whole words, determinism."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.config import ConfigError
 from pipeline.errors import PipelineError
-from pipeline.masking import IGNORE_INDEX, Masker, MaskingConfig
+from pipeline.mlm.masking import IGNORE_INDEX, Masker, MaskingConfig
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIALS = [PAD, UNK, CLS, SEP, MASK]

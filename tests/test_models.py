@@ -1,4 +1,4 @@
-"""Tests for pipeline.models: sizes, errors, sparse == dense MLM loss and grads, export, FLOPs."""
+"""Tests for pipeline.mlm.models: sizes, errors, sparse == dense MLM loss and grads, export, FLOPs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from transformers import AutoModelForMaskedLM, PreTrainedTokenizerFast
 from transformers import pipeline as hf_pipeline
 
 from pipeline.config import ConfigError, from_dict
-from pipeline.models import (
+from pipeline.mlm.models import (
     DROPOUT_KEYS,
     UNUSED_LOGIT_BIAS,
     ModelConfig,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.finetune_model import FinetuneModelConfig
+from pipeline.finetune.model import FinetuneModelConfig
 from tests.test_loop import run
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"

@@ -1,4 +1,4 @@
-"""Tests of ``ShardReader`` (pipeline/shards.py): O(1) access, ``take``, validation on open,
+"""Tests of ``ShardReader`` (pipeline/shards/reader.py): O(1) access, ``take``, validation on open,
 corrupted / truncated shards, and the uint32 path for vocabularies over 65535 tokens.
 
 Run: ``python -m pytest tests/test_shard_reader.py -q``.

@@ -22,12 +22,12 @@ from transformers import AutoTokenizer
 
 from pipeline.cli import main as cli_main
 from pipeline.config import ConfigError, from_dict, load_config
-from pipeline.corpus import CorpusConfig, iter_documents
 from pipeline.errors import PipelineError
-from pipeline.shard_encode import split_key, validation_mask
-from pipeline.shard_plan import UnitWriter, partition
 from pipeline.shards import ShardReader
+from pipeline.shards.encode import split_key, validation_mask
+from pipeline.shards.plan import UnitWriter, partition
 from pipeline.stages.shard import Config
+from pipeline.text.corpus import CorpusConfig, iter_documents
 from tests.shard_helpers import CORPUS_DOCS, shard, small_corpus, small_wordpiece, tree_bytes, unpack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_resume_after_injected_failure(reference, corpus, tokenizer_dir, tmp_pat
 
 SLOW_RUN = """
 import sys, time
-import pipeline.shard_encode as enc
+import pipeline.shards.encode as enc
 real = enc.encode_task
 def slow(task):
     time.sleep(0.05)

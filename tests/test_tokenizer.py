@@ -1,4 +1,4 @@
-"""Tests for pipeline/tokenizer.py and the ``pipeline tokenizer`` stage (CLI end to end)."""
+"""Tests for pipeline/text/tokenizer.py and the ``pipeline tokenizer`` stage (CLI end to end)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.stages.tokenizer import Config
-from pipeline.tokenizer import SPECIALS, save_tokenizer, to_transformers, train_tokenizer
-from pipeline.word_boundaries import word_continuation_table
+from pipeline.text.tokenizer import SPECIALS, save_tokenizer, to_transformers, train_tokenizer
+from pipeline.text.word_boundaries import word_continuation_table
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_TYPES = ["wordpiece", "bpe", "unigram"]

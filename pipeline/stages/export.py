@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import console
-from pipeline.accel import make_accelerator
-from pipeline.checkpoint import CheckpointManager, check_checkpoint
 from pipeline.config import REQUIRED, load_config, option
 from pipeline.errors import PipelineError
-from pipeline.optim import build_optimizer
+from pipeline.train import CheckpointManager, build_optimizer, check_checkpoint, make_accelerator
 
 
 @dataclass

@@ -4,7 +4,7 @@ Run:
     pipeline finetune --config configs/finetune/sst2.yaml model.init_from=runs/pretrain/final
     accelerate launch --config_file launch/accelerate/ddp.yaml -m pipeline finetune --config configs/finetune/mrpc.yaml
 
-Trains on the same loop as pretraining (``pipeline.loop.fit``) with dynamic padding; evaluates on
+Trains on the same loop as pretraining (``pipeline.train.fit``) with dynamic padding; evaluates on
 ``data.validation`` every ``train.eval_every`` steps; exports the best model by
 ``train.metric_for_best`` to ``<output_dir>/final/`` and writes ``eval_results.json`` (its metrics)
 and ``predictions.tsv`` (``data.test`` predicted by that model).
@@ -22,29 +22,34 @@ import numpy as np
 from accelerate.utils import set_seed
 
 from pipeline import console
-from pipeline.batches import GlobalBatchPlan
-from pipeline.checkpoint import export_model
 from pipeline.config import REQUIRED, option, section
-from pipeline.conll import conll_prediction_lines, load_ner_splits
-from pipeline.finetune_data import FinetuneDataConfig, load_splits
-from pipeline.finetune_eval import eval_scalars, predict, split_metrics
-from pipeline.finetune_features import (
+from pipeline.finetune import (
     ClassificationDataset,
-    TokenClassificationDataset,
-    collate_dynamic,
-    word_predictions,
-)
-from pipeline.finetune_model import (
+    FinetuneDataConfig,
     FinetuneModel,
     FinetuneModelConfig,
+    TokenClassificationDataset,
     build_model,
+    collate_dynamic,
+    conll_prediction_lines,
     count_targets,
+    eval_scalars,
+    load_ner_splits,
+    load_splits,
     load_tokenizer,
+    predict,
+    split_metrics,
+    word_predictions,
 )
 from pipeline.io import atomic_open, write_json, write_text
-from pipeline.loop import TrainTask, resolve_max_steps
-from pipeline.stage_runner import run_training_stage
-from pipeline.train_config import TrainConfig
+from pipeline.train import (
+    GlobalBatchPlan,
+    TrainConfig,
+    TrainTask,
+    export_model,
+    resolve_max_steps,
+    run_training_stage,
+)
 
 DEFAULT_METRIC = {"classification": "eval/accuracy", "regression": "eval/pearson", "ner": "eval/f1"}
 

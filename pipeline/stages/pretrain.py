@@ -17,18 +17,29 @@ from pathlib import Path
 from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
-from pipeline.batches import GlobalBatchPlan
-from pipeline.checkpoint import export_model
 from pipeline.config import REQUIRED, option, section
 from pipeline.errors import PipelineError
-from pipeline.loop import TrainTask, resolve_max_steps
-from pipeline.masking import Masker, MaskingConfig
-from pipeline.mlm_data import mlm_evaluator, train_batch_fn
-from pipeline.models import ModelConfig, SparseMLM, build_mlm_model, mlm_flops_per_token, unwrap_mlm
+from pipeline.mlm import (
+    Masker,
+    MaskingConfig,
+    ModelConfig,
+    SparseMLM,
+    build_mlm_model,
+    mlm_evaluator,
+    mlm_flops_per_token,
+    train_batch_fn,
+    unwrap_mlm,
+)
 from pipeline.shards import ShardReader
-from pipeline.stage_runner import run_training_stage
-from pipeline.train_config import TrainConfig
-from pipeline.word_boundaries import word_continuation_table
+from pipeline.text import word_continuation_table
+from pipeline.train import (
+    GlobalBatchPlan,
+    TrainConfig,
+    TrainTask,
+    export_model,
+    resolve_max_steps,
+    run_training_stage,
+)
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """Train a WordPiece, byte-level BPE or Unigram tokenizer on a text corpus.
 
 Run: ``pipeline tokenizer --config configs/tokenizer/wikitext2_wordpiece.yaml [key=value ...]``.
-The corpus is streamed (see ``pipeline/corpus.py`` for input formats); ``output_dir`` becomes a
+The corpus is streamed (see ``pipeline/text/corpus.py`` for input formats); ``output_dir`` becomes a
 directory that ``transformers.AutoTokenizer.from_pretrained`` loads, plus the resolved
-``config.yaml``.  The work lives in ``pipeline/tokenizer.py``.
+``config.yaml``.  The work lives in ``pipeline/text/tokenizer.py``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,17 @@ from typing import Literal
 
 from pipeline import console
 from pipeline.config import REQUIRED, option, section
-from pipeline.corpus import CorpusConfig, iter_corpus
-from pipeline.corpus_inputs import resolve_inputs
 from pipeline.errors import ConfigError
-from pipeline.tokenizer import SPECIALS, check_output_dir, save_tokenizer, to_transformers, train_tokenizer
+from pipeline.text import (
+    SPECIALS,
+    CorpusConfig,
+    check_output_dir,
+    iter_corpus,
+    resolve_inputs,
+    save_tokenizer,
+    to_transformers,
+    train_tokenizer,
+)
 
 _BYTE_ALPHABET = 256
 

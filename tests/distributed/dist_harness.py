@@ -4,7 +4,7 @@ shipped launch configs (launch/accelerate/*.yaml) - plus readers for what the ru
 
 The launch configs are used as users use them, with ``--num_processes 2 --mixed_precision no``
 on the command line (CPU, fp32).  What CPU needs on top is environment only: ``DS_ACCELERATOR=cpu``
-for DeepSpeed and ``PIPELINE_CPU_FSDP=1`` for FSDP (see ``pipeline/accel.py``).
+for DeepSpeed and ``PIPELINE_CPU_FSDP=1`` for FSDP (see ``pipeline/train/accel.py``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from pipeline.train_config import TrainConfig
+from pipeline.train.config import TrainConfig
 
 
 def _no_decay(name: str, param: torch.nn.Parameter) -> bool:

@@ -24,7 +24,7 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedType, ProjectConfiguration
 
 from pipeline.errors import PipelineError
-from pipeline.train_config import TrainConfig
+from pipeline.train.config import TrainConfig
 
 # Set by the test harness only: run FSDP2 on CPU (Accelerate would otherwise fall back to DDP there).
 CPU_FSDP_ENV = "PIPELINE_CPU_FSDP"

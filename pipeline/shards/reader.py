@@ -1,36 +1,13 @@
-"""Packed token shards: the on-disk format and :class:`ShardReader`, the pretraining data path.
+"""Reading a shard set: :class:`ShardReader`, the pretraining data path (layout in :mod:`pipeline.shards.format`).
 
-A shard set is written by ``pipeline shard --config configs/shard/wikitext2.yaml`` (the work is in
-``pipeline/shard_writer.py`` and ``pipeline/shard_merge.py``) and read with
-``ShardReader(output_dir, split="train")``.  Layout of ``output_dir``::
+Used by the pretrain stage and MLM data (``pipeline.mlm.data``)::
 
-    manifest.json          format version, seq_len, dtype, tokenizer hash + special ids, per split:
-                           shard files (name, sequences, sha256) and totals; the content config
-    train-00000.bin ...    raw little-endian uint16 (vocab <= 65535) or uint32 token ids,
-    validation-00000.bin   C order [num_sequences, seq_len]
-    tokenizer/             a copy of the tokenizer, so the set is self-contained
-    config.yaml            the resolved stage config
-
-Packing rule.  The documents of a split, in input order (files in sorted order, documents in file
-order), are concatenated into one stream with a single [SEP] *between* consecutive documents:
-``d1 [SEP] d2 [SEP] d3``.  The stream is cut into bodies of ``seq_len - 2`` tokens and every
-sequence is ``[CLS] body [SEP]``, so documents continue across sequence boundaries (no tokens are
-wasted on padding except in the very last sequence of a split, which is ``[CLS] rest [SEP]``
-followed by [PAD]).  A document boundary that falls on a sequence edge gives ``[CLS] [SEP] ...``
-or ``... [SEP] [SEP]``; this is harmless for MLM and keeps the rule simple.  Hence, per split,
-``num_tokens = stream_length + 2 * num_sequences`` and ``num_sequences = ceil(stream_length /
-(seq_len - 2))``, where ``stream_length = sum(document tokens) + num_documents - 1``.
-
-Split rule.  A document goes to validation when a 64-bit hash of (seed, its file's base name, its
-index among the file's documents) falls below ``val_fraction``: deterministic, and independent of
-the number of workers, processes and work units.  Documents that tokenize to nothing are dropped.
+    train = ShardReader("runs/shards/wikitext2_128", split="train")
+    rows = train.take(np.array([5, 0, 17]))     # [3, seq_len] int64
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,53 +15,9 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.io import sha256_file
+from pipeline.shards.format import DTYPES, MANIFEST_NAME, SPECIAL_KEYS, TOKENIZER_DIRNAME, read_manifest
 
-__all__ = [
-    "FORMAT_VERSION",
-    "MANIFEST_NAME",
-    "SPLITS",
-    "Packer",
-    "ShardFileWriter",
-    "ShardReader",
-    "dtype_for_vocab",
-]
-
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-TOKENIZER_DIRNAME = "tokenizer"
-SPLITS = ("train", "validation")
-DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
-SPECIAL_KEYS = ("pad_id", "unk_id", "cls_id", "sep_id", "mask_id")
-
-
-def dtype_for_vocab(vocab_size: int) -> str:
-    """Name of the narrowest token dtype for ids in ``[0, vocab_size)``."""
-    return "uint16" if vocab_size <= 65535 else "uint32"
-
-
-def shard_file_name(split: str, index: int) -> str:
-    return f"{split}-{index:05d}.bin"
-
-
-def read_manifest(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """(shard directory, manifest) for a shard directory or its ``manifest.json``."""
-    path = Path(path)
-    file = path if path.name == MANIFEST_NAME or path.is_file() else path / MANIFEST_NAME
-    if not file.is_file():
-        raise PipelineError(f"no shard set at {path}: {file} not found (create one with `pipeline shard`)")
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PipelineError(f"{file} is not valid JSON ({e}): the shard set is corrupted") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        version = manifest.get("format_version") if isinstance(manifest, dict) else None
-        raise PipelineError(
-            f"{file}: unknown shard format_version {version!r} (this pipeline reads {FORMAT_VERSION})"
-        )
-    return file.parent, manifest
-
-
-# ----------------------------------------------------------------------------- reading
+__all__ = ["ShardReader"]
 
 
 class ShardReader:
@@ -220,78 +153,3 @@ class ShardReader:
 
     def __repr__(self) -> str:
         return f"ShardReader({str(self.root)!r}, split={self.split!r}, sequences={len(self)}, seq_len={self.seq_len})"
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-class Packer:
-    """Cuts the stream ``d1 [SEP] d2 [SEP] ... dn [SEP]`` into ``[CLS] body [SEP]`` rows; the final
-    [SEP] is dropped and the last row is padded (the rule in :mod:`pipeline.shards`)."""
-
-    def __init__(
-        self, seq_len: int, ids: dict[str, Any], dtype: np.dtype, emit: Callable[[np.ndarray], None]
-    ):
-        self.seq_len, self.body, self.ids, self.dtype, self.emit = seq_len, seq_len - 2, ids, dtype, emit
-        self.carry = np.empty(0, dtype=dtype)
-        self.real_tokens = 0
-
-    def feed(self, tokens: np.ndarray) -> None:
-        if not tokens.size:
-            return
-        buffer = np.concatenate([self.carry, tokens]) if self.carry.size else tokens
-        # keep at least one token back: the stream's very last token is the [SEP] that is dropped
-        full = (buffer.size - 1) // self.body
-        if full:
-            self._emit(buffer[: full * self.body].reshape(full, self.body))
-        self.carry = buffer[full * self.body :].copy()
-
-    def finish(self) -> None:
-        rest = self.carry[:-1]
-        if rest.size:
-            row = np.full((1, self.seq_len), self.ids["pad_id"], dtype=self.dtype)
-            row[0, 1 : 1 + rest.size] = rest
-            row[0, 0], row[0, 1 + rest.size] = self.ids["cls_id"], self.ids["sep_id"]
-            self.real_tokens += rest.size + 2
-            self.emit(row)
-        self.carry = np.empty(0, dtype=self.dtype)
-
-    def _emit(self, bodies: np.ndarray) -> None:
-        rows = np.empty((len(bodies), self.seq_len), dtype=self.dtype)
-        rows[:, 0], rows[:, 1:-1], rows[:, -1] = self.ids["cls_id"], bodies, self.ids["sep_id"]
-        self.real_tokens += rows.size
-        self.emit(rows)
-
-
-class ShardFileWriter:
-    """Appends rows to ``{split}-NNNNN.bin`` files of ``shard_size`` rows each, hashing as it goes."""
-
-    def __init__(self, directory: Path, split: str, dtype: np.dtype, shard_size: int) -> None:
-        self.directory, self.split, self.dtype, self.shard_size = directory, split, dtype, shard_size
-        self.shards: list[dict[str, Any]] = []
-        self._file: Any = None
-        self._rows = 0
-        self._digest = hashlib.sha256()
-
-    def write(self, rows: np.ndarray) -> None:
-        rows = np.ascontiguousarray(rows, dtype=self.dtype)
-        while len(rows):
-            if self._file is None:
-                self._file = open(self.directory / shard_file_name(self.split, len(self.shards)), "wb")  # noqa: SIM115
-            head, rows = rows[: self.shard_size - self._rows], rows[self.shard_size - self._rows :]
-            self._file.write(memoryview(head).cast("B"))
-            self._digest.update(memoryview(head).cast("B"))
-            self._rows += len(head)
-            if self._rows == self.shard_size:
-                self._finish_file()
-
-    def close(self) -> list[dict[str, Any]]:
-        if self._file is not None:
-            self._finish_file()
-        return self.shards
-
-    def _finish_file(self) -> None:
-        self._file.close()
-        name = shard_file_name(self.split, len(self.shards))
-        self.shards.append({"file": name, "num_sequences": self._rows, "sha256": self._digest.hexdigest()})
-        self._file, self._rows, self._digest = None, 0, hashlib.sha256()

@@ -1,7 +1,7 @@
 """Train and save a subword tokenizer that ``transformers.AutoTokenizer`` loads on its own.
 
 Library behind ``pipeline tokenizer --config FILE`` (see ``pipeline/stages/tokenizer.py``); where
-words start in each model type's vocabulary is :mod:`pipeline.word_boundaries`.
+words start in each model type's vocabulary is :mod:`pipeline.text.word_boundaries`.
 
 Three model types, all built with HF ``tokenizers`` and trained from a stream of documents:
 
@@ -30,6 +30,7 @@ from typing import Any
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tqdm.auto import tqdm
 
+from pipeline.config import save_config
 from pipeline.errors import PipelineError
 from pipeline.io import replace_dir
 
@@ -236,8 +237,6 @@ def check_output_dir(output_dir: str | Path) -> None:
 
 def save_tokenizer(fast_tokenizer: Any, output_dir: str | Path, resolved_config: Any = None) -> Path:
     """``save_pretrained`` into a temp dir (plus ``config.yaml`` if given), then rename into place."""
-    from pipeline.config import save_config
-
     output_dir = Path(output_dir).resolve()  # "." or "out/" still have a name and a parent
     check_output_dir(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -7,15 +7,41 @@ run before ``max_steps``; rerun the same command to continue.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.accel import make_accelerator
+from pipeline.config import save_config
+from pipeline.errors import PipelineError
 from pipeline.io import write_json
-from pipeline.loop import fit
-from pipeline.outputs import prepare_output_dir
+from pipeline.train.accel import make_accelerator
+from pipeline.train.loop import fit
 
 EXIT_STOPPED = 75
+MIN_FREE_BYTES = 100 * 2**20  # refuse to start with less than this free: checkpoints would fail later
+
+
+def prepare_output_dir(path: str | Path, cfg, accelerator=None) -> Path:
+    """Create ``path``, check it is writable and has space, write ``config.yaml`` (main process)."""
+    path = Path(path)
+    main = accelerator is None or accelerator.is_main_process
+    if main:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write_test"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as e:
+            raise PipelineError(f"output_dir {path} is not writable: {e.strerror or e}") from None
+        free = shutil.disk_usage(path).free
+        if free < MIN_FREE_BYTES:
+            raise PipelineError(
+                f"output_dir {path} has only {free / 2**20:.0f} MiB free; need at least 100 MiB"
+            )
+        save_config(cfg, path / "config.yaml")
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return path
 
 
 def run_training_stage(cfg, build_task: Callable, on_complete: Callable[[Path], None] | None = None) -> int:

@@ -4,7 +4,7 @@
 de-duplicated) and directories (every supported file inside, sorted), keeps hub dataset names
 (``hf://wikitext`` or a bare id such as ``Salesforce/wikitext`` that is not a local path) and
 checks every local file up front: missing, empty or of an unsupported type is one error naming it.
-Reading the resolved inputs is :mod:`pipeline.corpus`'s job.
+Reading the resolved inputs is :mod:`pipeline.text.corpus`'s job.
 """
 
 from __future__ import annotations

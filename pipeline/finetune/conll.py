@@ -1,7 +1,7 @@
 """NER data: read CoNLL column files and normalise IOB1 / IOB2 tags.
 
 Called by the finetune stage for ``task.type=ner`` (``splits = load_ner_splits(cfg.data)``); the
-sentences then go to :class:`pipeline.finetune_features.TokenClassificationDataset`, which aligns
+sentences then go to :class:`pipeline.finetune.features.TokenClassificationDataset`, which aligns
 sub-words and windows long sentences, and :func:`conll_prediction_lines` writes predictions back.
 
 File format: one token per line, whitespace-separated columns, the token in ``token_column`` and the
@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pipeline.config import ConfigError, option
 from pipeline.errors import PipelineError
-from pipeline.table_readers import read_text
+from pipeline.finetune.tables import read_text
 
 DOCSTART = "-DOCSTART-"
 

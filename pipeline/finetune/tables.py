@@ -1,6 +1,6 @@
 """Row readers for fine-tuning tables: tsv / csv / jsonl / parquet files and hub datasets.
 
-Used by :func:`pipeline.finetune_data.read_table` (the finetune stage's data layer); it turns any
+Used by :func:`pipeline.finetune.data.read_table` (the finetune stage's data layer); it turns any
 source into named columns plus ``(line, record)`` pairs, where a record is a ``{column: value}``
 dict or, for a row that cannot be one, a ``"reason: message"`` string the caller reports or skips.
 
@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.corpus_inputs import is_hub_name
 from pipeline.errors import PipelineError
-from pipeline.hub import load_hub_dataset
+from pipeline.text import is_hub_name, load_hub_dataset
 
 DEFAULT_DELIMITERS = {".tsv": "\t", ".csv": ","}
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl", ".parquet")

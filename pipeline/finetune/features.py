@@ -1,6 +1,6 @@
 """Model inputs for fine-tuning: tokenized features, dynamic padding, NER windows and reassembly.
 
-Called by the finetune stage after :mod:`pipeline.finetune_data` / :mod:`pipeline.conll` have read
+Called by the finetune stage after :mod:`pipeline.finetune.data` / :mod:`pipeline.finetune.conll` have read
 the files; nothing here trains::
 
     train = ClassificationDataset(splits.train, tokenizer, max_length=128)
@@ -30,16 +30,14 @@ zero-width space) cannot be predicted; :func:`word_predictions` gives them ``O``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline.errors import PipelineError
-
-if TYPE_CHECKING:
-    from pipeline.conll import Sentence
-    from pipeline.finetune_data import Example
+from pipeline.finetune.conll import Sentence
+from pipeline.finetune.data import Example
 
 
 def _require_fast(tokenizer: Any) -> None:

@@ -1,18 +1,11 @@
-"""Writes a shard set: ``pipeline shard`` end to end (:func:`build_shards` is the library entry).
+"""Merge step of ``pipeline shard``: pack every encoded work unit into the final shard set.
 
-Run through the stage: ``pipeline shard --config configs/shard/wikitext2.yaml [key=value ...]``.
-
-1. Resolve the inputs and load the tokenizer: every bad-input error comes before anything is written.
-2. Encode this worker's files into work units (:mod:`pipeline.shard_encode`), reusing the units a
-   previous, interrupted run completed (:mod:`pipeline.shard_plan` has the rules).
-3. Merge (with one worker; with ``merge=true``; or in the last of N workers to finish, which takes
-   ``parts/merge.lock``): read every unit's stream in input order, pack it into ``[CLS] body [SEP]``
-   rows (rule in :mod:`pipeline.shards`) and write shard files into ``output_dir/.staging``; copy
-   the tokenizer; move the files into place and write ``manifest.json`` last.  Then verify the
-   checksums, write ``config.yaml`` and delete ``parts/`` (unless ``keep_parts``).
-
-Because documents, splits and packing do not depend on how the work was cut, any ``num_workers``,
-``num_proc``, ``docs_per_unit`` or interruption gives byte-identical shards and manifest.
+Called by :func:`pipeline.shards.build.build_shards` (with one worker; with ``merge=true``; or in
+the last of N workers to finish).  Reads every unit's stream in input order, packs it into
+``[CLS] body [SEP]`` rows (the rule in :mod:`pipeline.shards.format`) and writes shard files into
+``output_dir/.staging``; copies the tokenizer; moves the files into place and writes
+``manifest.json`` last.  Then verifies the checksums, writes ``config.yaml`` and deletes ``parts/``
+(unless ``keep_parts``).
 """
 
 from __future__ import annotations
@@ -20,31 +13,17 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from pipeline import console
 from pipeline.config import save_config
-from pipeline.corpus_inputs import resolve_inputs
 from pipeline.errors import PipelineError
 from pipeline.io import write_json
-from pipeline.shard_encode import encode_parts
-from pipeline.shard_plan import (
-    Plan,
-    file_marker,
-    load_tokenizer,
-    make_plan,
-    partition,
-    shard_rows,
-    source_name,
-    unit_record,
-)
-from pipeline.shards import (
+from pipeline.shards.format import (
     DTYPES,
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -52,73 +31,12 @@ from pipeline.shards import (
     TOKENIZER_DIRNAME,
     Packer,
     ShardFileWriter,
-    ShardReader,
     read_manifest,
 )
-
-if TYPE_CHECKING:
-    from pipeline.stages.shard import Config
+from pipeline.shards.plan import Plan, file_marker, partition, shard_rows, source_name, unit_record
+from pipeline.shards.reader import ShardReader
 
 _PIECE_TOKENS = 1 << 22  # unit streams are read in pieces of this many tokens
-
-
-def build_shards(cfg: Config) -> dict[str, Any] | None:
-    """Run the shard stage; returns the manifest, or None for a worker that leaves the merge to another."""
-    started = time.perf_counter()
-    plan = make_plan(cfg, resolve_inputs(cfg.input), load_tokenizer(cfg.tokenizer, cfg.seq_len))
-    finished = _finished_manifest(plan)
-    if finished is not None:
-        console.info(f"shard: {plan.out} is already complete for this input and config; nothing to do")
-        return finished
-    units = None if cfg.merge else _encode(plan)
-    if not (cfg.merge or cfg.num_workers == 1 or _claim_merge(plan)):
-        return None
-    manifest = merge_parts(plan)
-    _print_summary(plan, manifest, time.perf_counter() - started, units)
-    return manifest
-
-
-def _encode(plan: Plan) -> dict[str, int]:
-    cfg = plan.cfg
-    created = not plan.out.exists()
-    desc = f"encode (worker {cfg.worker_index + 1}/{cfg.num_workers})" if cfg.num_workers > 1 else "encode"
-    with tqdm(desc=desc, unit=" docs", disable=not cfg.progress, dynamic_ncols=True) as bar:
-        try:
-            return encode_parts(plan, bar)
-        except BaseException:
-            if created:
-                _remove_empty_dirs(plan)
-            raise
-
-
-def _remove_empty_dirs(plan: Plan) -> None:
-    for directory in (plan.units_dir, plan.parts_dir, plan.out):
-        try:
-            directory.rmdir()
-        except FileNotFoundError:
-            continue
-        except OSError:
-            return  # not empty: keep it and everything above it
-
-
-def _claim_merge(plan: Plan) -> bool:
-    """True for the one worker that merges: all files are encoded and it created the lock first."""
-    pending = [plan.sources[i] for i in range(len(plan.sources)) if file_marker(plan, i) is None]
-    if pending:
-        console.info(
-            f"shard: worker {plan.cfg.worker_index} done; {len(pending)} input file(s) still being "
-            "encoded by other workers; the last one to finish merges (or run with merge=true)"
-        )
-        return False
-    try:
-        os.close(os.open(plan.parts_dir / "merge.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        console.info(f"shard: another worker is merging {plan.out} (if none is, run with merge=true)")
-        return False
-    return True
-
-
-# ----------------------------------------------------------------------------- merge
 
 
 def merge_parts(plan: Plan) -> dict[str, Any]:
@@ -132,7 +50,7 @@ def merge_parts(plan: Plan) -> dict[str, Any]:
         if not any(info["num_tokens"] for info in splits.values()):
             shutil.rmtree(staging)
             shutil.rmtree(plan.parts_dir, ignore_errors=True)
-            _remove_empty_dirs(plan)
+            plan.remove_empty_dirs()
             raise PipelineError(f"the input yields zero tokens: {', '.join(plan.sources)}")
         shutil.copytree(plan.tokenizer.directory, staging / TOKENIZER_DIRNAME)
         manifest = _manifest(plan, splits)
@@ -268,7 +186,7 @@ def _publish(out: Path, staging: Path, manifest: dict[str, Any]) -> None:
     write_json(out / MANIFEST_NAME, manifest, end="\n")
 
 
-def _finished_manifest(plan: Plan) -> dict[str, Any] | None:
+def finished_manifest(plan: Plan) -> dict[str, Any] | None:
     """The manifest of ``plan.out`` if it is a complete, intact set for this tokenizer, input and config."""
     if not (plan.out / MANIFEST_NAME).is_file():
         return None
@@ -283,30 +201,3 @@ def _finished_manifest(plan: Plan) -> dict[str, Any] | None:
     except PipelineError:
         return None
     return manifest
-
-
-def _print_summary(
-    plan: Plan, manifest: dict[str, Any], seconds: float, units: dict[str, int] | None
-) -> None:
-    files = sum(len(s["shards"]) for s in manifest["splits"].values())
-    console.info(
-        f"shard: wrote {files} shard file(s) to {plan.out} (seq_len {plan.cfg.seq_len}, {manifest['dtype']})"
-    )
-    rows = [
-        (name, *(info[f"num_{k}"] for k in ("documents", "tokens", "sequences")), info["padding_fraction"])
-        for name, info in manifest["splits"].items()
-    ]
-    totals = manifest["totals"]
-    rows.append(
-        ("total", totals["documents"], totals["tokens"], totals["sequences"], totals["padding_fraction"])
-    )
-    for name, documents, tokens, sequences, padding in rows:
-        console.info(
-            f"  {name:<10} {documents:>12,} docs {tokens:>14,} tokens {sequences:>11,} sequences {padding:6.2%} padding"
-        )
-    work = (
-        ""
-        if units is None
-        else f"; {units['units_encoded']} work unit(s) encoded, {units['units_reused']} reused"
-    )
-    console.info(f"  {seconds:.1f}s, {totals['tokens'] / max(seconds, 1e-9):,.0f} tokens/s{work}")

@@ -27,17 +27,17 @@ from pathlib import Path
 import torch
 
 from pipeline import console
-from pipeline.accel import check_prepared, clip_grad_norm
-from pipeline.batches import micro_batch_stream
-from pipeline.checkpoint import CheckpointManager, load_first_loadable, resume_candidates
 from pipeline.errors import PipelineError
 from pipeline.io import replace_dir
-from pipeline.optim import build_optimizer, lr_schedule, set_lr
-from pipeline.reductions import RunningSums, global_loss_scale
-from pipeline.signals import StopSignal
-from pipeline.throughput import ThroughputMeter, compute_dtype, measure_peak_flops
-from pipeline.tracking import RunLogger
-from pipeline.train_config import TrainConfig
+from pipeline.train.accel import check_prepared, clip_grad_norm
+from pipeline.train.batches import micro_batch_stream
+from pipeline.train.checkpoint import CheckpointManager, load_first_loadable, resume_candidates
+from pipeline.train.config import TrainConfig
+from pipeline.train.optim import build_optimizer, lr_schedule, set_lr
+from pipeline.train.reductions import RunningSums, global_loss_scale
+from pipeline.train.signals import StopSignal
+from pipeline.train.throughput import ThroughputMeter, compute_dtype, measure_peak_flops
+from pipeline.train.tracking import RunLogger
 
 COUNTERS = ("num_targets", "num_tokens")  # batch entries that are bookkeeping, not model inputs
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.signals import StopSignal
+from pipeline.train.signals import StopSignal
 
 
 class RunningSums:

@@ -4,7 +4,7 @@ Used by the ``tokenizer`` and ``shard`` stages (``pipeline tokenizer|shard --con
 embed :class:`CorpusConfig` as their ``corpus`` section.  Files are read incrementally (line by
 line, or batch by batch for parquet), never loaded whole.
 
-Inputs are resolved first (:func:`pipeline.corpus_inputs.resolve_inputs`: files, globs,
+Inputs are resolved first (:func:`pipeline.text.inputs.resolve_inputs`: files, globs,
 directories, hub dataset names); hub datasets are streamed with ``datasets.load_dataset(name,
 corpus.hub_config, split=corpus.hub_split, streaming=True)``.
 
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from typing import IO, Literal
 
 from pipeline.config import option
-from pipeline.corpus_inputs import HUB_PREFIX, SUFFIXES, format_of, is_hub_name, unsupported_input
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.hub import load_hub_dataset
+from pipeline.text.hub import load_hub_dataset
+from pipeline.text.inputs import HUB_PREFIX, SUFFIXES, format_of, is_hub_name, unsupported_input
 
 __all__ = ["CorpusConfig", "iter_documents", "iter_corpus"]
 

@@ -1,7 +1,7 @@
 """Encoding side of ``pipeline shard``: tokenize this worker's input files into work units.
 
-Called by :func:`pipeline.shard_writer.build_shards`; the unit layout and resume rules are in
-:mod:`pipeline.shard_plan`.  Documents are streamed from :mod:`pipeline.corpus`, tokenized in
+Called by :func:`pipeline.shards.build.build_shards`; the unit layout and resume rules are in
+:mod:`pipeline.shards.plan`.  Documents are streamed from :mod:`pipeline.text.corpus`, tokenized in
 batches of ``batch_size`` by the Rust encoder (``encode_batch_fast``, no special tokens) spread
 over ``num_proc`` spawned processes, split train/validation by a hash of (seed, file name,
 document index), and appended to the current unit.  At most ``2 * num_proc`` batches are in
@@ -22,10 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.corpus import iter_documents
 from pipeline.hashing import keyed_hash, text_key, unit_float
-from pipeline.shard_plan import Plan, UnitWriter, file_marker, source_name, unit_record, write_file_marker
-from pipeline.shards import DTYPES
+from pipeline.shards.format import DTYPES
+from pipeline.shards.plan import (
+    Encoded,
+    Plan,
+    UnitWriter,
+    file_marker,
+    source_name,
+    unit_record,
+    write_file_marker,
+)
+from pipeline.text import iter_documents
 
 
 def split_key(seed: int, name: str) -> int:
@@ -66,13 +74,6 @@ class EncodeTask:
     val_fraction: float
     sep_id: int
     dtype: str
-
-
-@dataclass
-class Encoded:
-    streams: dict[str, np.ndarray]  # split -> tokens of its documents, each followed by [SEP]
-    documents: dict[str, int]  # split -> non-empty documents
-    documents_read: int
 
 
 def encode_task(task: EncodeTask) -> Encoded:

@@ -6,8 +6,8 @@ Called by the finetune stage (``pipeline finetune``); nothing here trains.  The 
     train = ClassificationDataset(splits.train, tokenizer, cfg.data.max_length)
     loader = DataLoader(train, batch_size=32, collate_fn=partial(collate_dynamic, pad_id=tokenizer.pad_token_id))
 
-The dataset and collator live in :mod:`pipeline.finetune_features` (re-exported here), the raw
-file readers in :mod:`pipeline.table_readers`.
+The dataset and collator live in :mod:`pipeline.finetune.features`, the raw file readers in
+:mod:`pipeline.finetune.tables`.
 
 Files: ``.tsv`` / ``.csv`` (read with the csv module, tsv without quoting since GLUE text holds bare
 quotes; a UTF-8 BOM is dropped), ``.jsonl`` (one object per line), ``.parquet``; any other value that
@@ -15,7 +15,7 @@ is not a local path is a Hugging Face hub dataset (``NAME`` or ``NAME:SPLIT``, c
 ``data.hub_config``).  Columns are names or 0-based indices (indices for header-less files such as
 CoLA).  A bad row (wrong column count, missing column, empty text, missing / non-numeric / unseen
 label) is a :class:`PipelineError` naming ``file:line``, or with ``data.skip_bad_rows`` it is skipped
-and counted in the returned stats.  NER (CoNLL files) lives in :mod:`pipeline.conll`.
+and counted in the returned stats.  NER (CoNLL files) lives in :mod:`pipeline.finetune.conll`.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from typing import Any, Literal
 
 from pipeline import console
 from pipeline.config import REQUIRED, ConfigError, option, section
-from pipeline.conll import ConllConfig
 from pipeline.errors import PipelineError
-from pipeline.finetune_features import ClassificationDataset, collate_dynamic  # noqa: F401 (re-exported)
-from pipeline.table_readers import open_rows
+from pipeline.finetune.conll import ConllConfig
+from pipeline.finetune.tables import open_rows
 
 TaskType = Literal["classification", "regression"]
 INDEX_COLUMNS = ("index", "idx")  # taken as the example id when data.index_column is unset

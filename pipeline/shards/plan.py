@@ -1,6 +1,6 @@
 """Planning side of ``pipeline shard``: the tokenizer, who encodes which file, and work units on disk.
 
-Used by :mod:`pipeline.shard_encode` and :mod:`pipeline.shard_writer`.  Each input file is cut
+Used by :mod:`pipeline.shards.encode`, :mod:`pipeline.shards.build` and :mod:`pipeline.shards.merge`.  Each input file is cut
 into work units of ``docs_per_unit`` consecutive documents.  A unit holds, per split, the token
 stream of its documents, each followed by one [SEP] (``d1 [SEP] d2 [SEP]``), in the shard dtype,
 under ``output_dir/parts/units/``: ``f00003-c000012.train.bin``, ``...validation.bin`` and a JSON
@@ -21,18 +21,15 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from pipeline.corpus_inputs import is_hub_name
 from pipeline.errors import PipelineError
 from pipeline.io import sha256_file, write_json
-from pipeline.shards import DTYPES, SPLITS, dtype_for_vocab
-
-if TYPE_CHECKING:
-    from pipeline.shard_encode import Encoded
-    from pipeline.stages.shard import Config
+from pipeline.shards.config import ShardConfig
+from pipeline.shards.format import DTYPES, SPLITS, dtype_for_vocab
+from pipeline.text import is_hub_name
 
 UNIT_FORMAT = 1
 NEEDED_SPECIALS = ("cls_id", "sep_id", "pad_id", "mask_id")
@@ -120,7 +117,7 @@ def partition(sizes: list[int], num_workers: int) -> list[list[int]]:
 class Plan:
     """What this worker does: inputs, its share of them and where the units go."""
 
-    cfg: Config
+    cfg: ShardConfig
     sources: list[str]
     sizes: list[int]
     tokenizer: TokenizerInfo
@@ -149,8 +146,18 @@ class Plan:
     def marker_path(self, file_index: int) -> Path:
         return self.units_dir / f"f{file_index:05d}.done.json"
 
+    def remove_empty_dirs(self) -> None:
+        """Remove ``units/``, ``parts/`` and the output directory, as far as they are empty."""
+        for directory in (self.units_dir, self.parts_dir, self.out):
+            try:
+                directory.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return  # not empty: keep it and everything above it
 
-def make_plan(cfg: Config, sources: list[str], tokenizer: TokenizerInfo) -> Plan:
+
+def make_plan(cfg: ShardConfig, sources: list[str], tokenizer: TokenizerInfo) -> Plan:
     plan = Plan(cfg, sources, [source_size(s) for s in sources], tokenizer)
     for source, size in zip(sources, plan.sizes):
         identity = {
@@ -169,7 +176,7 @@ def make_plan(cfg: Config, sources: list[str], tokenizer: TokenizerInfo) -> Plan
     return plan
 
 
-def shard_rows(cfg: Config, dtype: np.dtype) -> int:
+def shard_rows(cfg: ShardConfig, dtype: np.dtype) -> int:
     """Sequences per shard file: ``shard_size``, or as many as fit in ``shard_size_mb``."""
     if cfg.shard_size_mb is None:
         return cfg.shard_size
@@ -177,6 +184,15 @@ def shard_rows(cfg: Config, dtype: np.dtype) -> int:
 
 
 # ----------------------------------------------------------------------------- unit records
+
+
+@dataclass
+class Encoded:
+    """One encoded batch of documents (what :mod:`pipeline.shards.encode` hands a unit writer)."""
+
+    streams: dict[str, np.ndarray]  # split -> tokens of its documents, each followed by [SEP]
+    documents: dict[str, int]  # split -> non-empty documents
+    documents_read: int
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from transformers import (
 
 from pipeline.config import REQUIRED, option
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.models import ENCODER_LAYER_CLASS, ModelConfig, dropout_settings, encoder_config
+from pipeline.mlm import ENCODER_LAYER_CLASS, ModelConfig, dropout_settings, encoder_config
 
 IGNORE_INDEX = -100
 TaskType = Literal["classification", "regression", "ner"]

@@ -1,6 +1,6 @@
 """Fine-tuning evaluation: predictions over a split on every process, gathered in order, and metrics.
 
-Each process runs the same number of equally sized batches (``batches.eval_batches``: FSDP and
+Each process runs the same number of equally sized batches (``pipeline.train.eval_batches``: FSDP and
 ZeRO-3 need every process in every forward), padding rows get weight 0, and predictions are padded
 across processes and gathered, so every process ends with each example's prediction exactly once,
 in the split's order, whatever the world size.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.batches import eval_batches
-from pipeline.finetune_features import collate_dynamic, word_predictions
-from pipeline.finetune_model import IGNORE_INDEX, count_targets
-from pipeline.metrics import classification_metrics, ner_metrics, regression_metrics
+from pipeline.finetune.features import collate_dynamic, word_predictions
+from pipeline.finetune.metrics import classification_metrics, ner_metrics, regression_metrics
+from pipeline.finetune.model import IGNORE_INDEX, count_targets
+from pipeline.train import eval_batches
 
 
 def predict(accelerator, model, dataset, batch_size: int, pad_id: int) -> tuple[list[np.ndarray], float, int]:

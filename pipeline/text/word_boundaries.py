@@ -2,7 +2,7 @@
 
 Used by the pretrain stage::
 
-    continuation = word_continuation_table(tokenizer)   # bool per vocab id -> pipeline.masking
+    continuation = word_continuation_table(tokenizer)   # bool per vocab id -> pipeline.mlm.masking
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from tokenizers import Tokenizer, models
 
 from pipeline.errors import PipelineError
-from pipeline.tokenizer import BYTE_LEVEL_SPACE, METASPACE
+from pipeline.text.tokenizer import BYTE_LEVEL_SPACE, METASPACE
 
 
 def word_continuation_table(tokenizer: Any) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Masked-LM data for the training loop: packed shards -> masked micro-batches, and MLM evaluation.
 
-Training batches are a pure function of (step, micro-batch, rank) - see ``pipeline.batches`` - and
+Training batches are a pure function of (step, micro-batch, rank) - see ``pipeline.train.batches`` - and
 masks are keyed by each sequence's global stream position, so resuming and changing the world size
 do not change what is trained on.  Validation masks are keyed by the sequence's index in the
 validation split (in a separate key range), so every evaluation sees the same masks.
@@ -13,9 +13,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from pipeline.batches import GlobalBatchPlan, eval_batches
-from pipeline.masking import IGNORE_INDEX, Masker
+from pipeline.mlm.masking import IGNORE_INDEX, Masker
 from pipeline.shards import ShardReader
+from pipeline.train import GlobalBatchPlan, eval_batches
 
 _EVAL_KEY_OFFSET = np.uint64(1 << 62)  # validation mask keys never collide with training positions
 

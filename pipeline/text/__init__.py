@@ -1,0 +1,48 @@
+"""Raw text: resolving inputs, streaming documents, hub datasets, training and loading tokenizers.
+
+Used by the ``tokenizer`` and ``shard`` stages (and by fine-tuning for hub tables)::
+
+    sources = resolve_inputs(cfg.input)                  # files, globs, directories, hub names
+    documents = iter_corpus(sources, cfg.corpus)         # a stream of strings
+    tok, count = train_tokenizer(documents, model_type="wordpiece", vocab_size=8000)
+
+Modules: ``inputs`` (input resolution), ``corpus`` (streaming readers, :class:`CorpusConfig`),
+``hub`` (hub datasets), ``tokenizer`` (train / save), ``word_boundaries`` (whole-word tables).
+"""
+
+from pipeline.text.corpus import CorpusConfig, iter_corpus, iter_documents
+from pipeline.text.hub import hub_offline, load_hub_dataset
+from pipeline.text.inputs import HUB_PREFIX, SUFFIXES, format_of, is_hub_name, resolve_inputs
+from pipeline.text.tokenizer import (
+    MODEL_TYPES,
+    SPECIALS,
+    SpecialTokens,
+    check_output_dir,
+    is_tokenizer_dir,
+    save_tokenizer,
+    to_transformers,
+    train_tokenizer,
+)
+from pipeline.text.word_boundaries import word_continuation_table
+
+__all__ = [
+    "HUB_PREFIX",
+    "MODEL_TYPES",
+    "SPECIALS",
+    "SUFFIXES",
+    "CorpusConfig",
+    "SpecialTokens",
+    "check_output_dir",
+    "format_of",
+    "hub_offline",
+    "is_hub_name",
+    "is_tokenizer_dir",
+    "iter_corpus",
+    "iter_documents",
+    "load_hub_dataset",
+    "resolve_inputs",
+    "save_tokenizer",
+    "to_transformers",
+    "train_tokenizer",
+    "word_continuation_table",
+]

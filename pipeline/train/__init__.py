@@ -1,0 +1,42 @@
+"""Training: THE loop (``fit``) every training stage shares, and what it needs.
+
+    accelerator = make_accelerator(cfg.train, output_dir)         # the launch config decides the rest
+    summary = fit(accelerator, train_cfg, task, output_dir, hparams)   # task: a TrainTask
+
+Stages normally call :func:`run_training_stage`, which adds the output directory checks,
+``config.yaml`` and ``summary.json``.  Modules: ``config`` (the ``train`` section), ``loop``,
+``runner``, ``accel`` (Accelerator + CPU shim), ``batches`` (which samples each process trains on),
+``checkpoint`` (atomic checkpoints, resume, export), ``optim`` (AdamW, LR schedules),
+``reductions`` (cross-process sums), ``signals`` (stop signals), ``throughput`` (tokens/s, MFU),
+``tracking`` (TensorBoard + metrics.jsonl).
+"""
+
+from pipeline.train.accel import make_accelerator
+from pipeline.train.batches import GlobalBatchPlan, eval_batches, micro_batch_stream
+from pipeline.train.checkpoint import CheckpointManager, check_checkpoint, export_model
+from pipeline.train.config import TrainConfig
+from pipeline.train.loop import TrainTask, fit, resolve_max_steps
+from pipeline.train.optim import build_optimizer, lr_schedule, param_groups
+from pipeline.train.runner import EXIT_STOPPED, prepare_output_dir, run_training_stage
+from pipeline.train.throughput import measure_peak_flops
+
+__all__ = [
+    "EXIT_STOPPED",
+    "CheckpointManager",
+    "GlobalBatchPlan",
+    "TrainConfig",
+    "TrainTask",
+    "build_optimizer",
+    "check_checkpoint",
+    "eval_batches",
+    "export_model",
+    "fit",
+    "lr_schedule",
+    "make_accelerator",
+    "measure_peak_flops",
+    "micro_batch_stream",
+    "param_groups",
+    "prepare_output_dir",
+    "resolve_max_steps",
+    "run_training_stage",
+]
