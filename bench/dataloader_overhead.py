@@ -64,9 +64,9 @@ def batch_build_ms(make_batch, count: int = 10) -> float:
 
 def seek_times(args, shards) -> tuple[list[dict], dict]:
     """Time to the first batch of a stream started at early and late optimizer steps."""
+    from pipeline.shards import ShardReader
     from pipeline.stages.pretrain import build_task
-    from pipeline.train import batches
-    from pipeline.train.accel import make_accelerator
+    from pipeline.train import batches, make_accelerator
 
     cfg = pretrain_config(
         shards,
@@ -78,8 +78,9 @@ def seek_times(args, shards) -> tuple[list[dict], dict]:
         compile=False,
     )
     accelerator = make_accelerator(cfg.train, cfg.output_dir, log=False)
-    task, plan = build_task(cfg, accelerator)
-    steps_per_epoch = plan.num_samples / plan.global_batch
+    task, train = build_task(cfg, accelerator)
+    num_samples = len(ShardReader(shards, "train"))
+    steps_per_epoch = num_samples / train.global_batch(accelerator.num_processes)
     rows = []
     for step in (0, 1_000, 100_000, 10_000_000, 1_000_000_000):
         batches._permutation.cache_clear()
@@ -93,7 +94,7 @@ def seek_times(args, shards) -> tuple[list[dict], dict]:
             f"seek to step {step:,} (epoch {step / steps_per_epoch:,.1f}): {seconds * 1000:.1f} ms",
             flush=True,
         )
-    return rows, {"make_batch_ms": batch_build_ms(task.make_batch), "num_samples": plan.num_samples}
+    return rows, {"make_batch_ms": batch_build_ms(task.make_batch), "num_samples": num_samples}
 
 
 def permutation_costs(sizes=(10**6, 10**7)) -> list[dict]:

@@ -13,7 +13,7 @@ padding to the longest sentence of each batch:
 
 * hf: ``bench.hf_recipes.HFClassifierTrainer`` (DataCollatorWithPadding, AutoModelForSequenceClassification,
   torch AdamW, the example's Accelerate loop), fp32;
-* ours: the real ``pipeline finetune`` stage (``run(cfg)`` with ``model.init_from=none``) in the
+* ours: the real ``pipeline finetune`` stage (its build_task and runner, ``model.init_from=none``) in the
   real ``fit`` loop, step-timed by ``bench.ours.instrumented_fit``, drawing random batches as the
   HF recipe does; ``ours_grouped`` batches sentences of similar length (``data.group_by_length``);
   ``ours_bf16`` adds ``accelerate --mixed_precision bf16``.
@@ -92,6 +92,7 @@ def run_ours(
     args, train_tsv: Path, dev_tsv: Path, precision: str, total_steps: int, overrides=(), on_tick=None
 ) -> list[float]:
     from pipeline.stages import finetune
+    from pipeline.train import run_training_stage
 
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as out, mixed_precision(precision):
         cfg = load_config(
@@ -121,8 +122,8 @@ def run_ours(
             ],
         )
         times = StepTimes(on_tick=on_tick)
-        with instrumented_fit(times, grad_accum=1):
-            finetune.run(cfg)
+        # the stage's own run (finetune.run) with the loop's timing hooks
+        run_training_stage(cfg, finetune.build_task, hooks=instrumented_fit(times, grad_accum=1))
     return times.durations
 
 

@@ -2,14 +2,15 @@
 
 :func:`run_pretrain` builds the pretraining task exactly as ``pipeline pretrain`` does
 (``pipeline.stages.pretrain.build_task``: ShardReader -> Masker -> SparseMLM, FLOPs per token) and
-trains it with ``pipeline.train.loop.fit``.  :func:`instrumented_fit` patches three names inside
-``pipeline.train.loop`` for the duration of a run, without changing what a training step does:
+trains it with ``pipeline.train.fit``.  :func:`instrumented_fit` returns the loop's
+:class:`~pipeline.train.FitHooks` for a run, which change nothing a training step does:
 
-* ``micro_batch_stream`` is wrapped so every request for a batch is timestamped (a step's period
-  is the time between consecutive requests; the time blocked inside the request is the wait for data);
-* ``CheckpointManager.save`` writes nothing (checkpoints fall outside the timed steps, but writing
-  BERT-base optimizer state after every short run would dominate the benchmark's wall time);
-* ``build_optimizer`` can be asked for torch's default (unfused) AdamW, for the ablation.
+* ``wrap_stream`` timestamps every request for a micro-batch (a step's period is the time between
+  consecutive requests; the time blocked inside the request is the wait for data);
+* ``checkpoints`` is a manager whose ``save`` writes nothing (checkpoints fall outside the timed
+  steps, but writing BERT-base optimizer state after every short run would dominate the
+  benchmark's wall time);
+* ``optimizer`` can be torch's default (unfused) AdamW, for the ablation.
 
 At every step boundary a callback may run outside the timed intervals: :class:`Interleave` runs
 one step of a baseline there, so the baseline and our loop alternate step by step in one process
@@ -25,20 +26,17 @@ import functools
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from unittest import mock
 
 import torch
 
-import pipeline.train.loop
 from pipeline.config import load_config
-from pipeline.mlm.masking import IGNORE_INDEX
-from pipeline.mlm.models import SparseMLM, mlm_flops_per_token
+from pipeline.mlm import SparseMLM, mlm_flops_per_token
 from pipeline.shards import read_manifest
-from pipeline.train.checkpoint import CheckpointManager
-from pipeline.train.optim import build_optimizer
+from pipeline.train import IGNORE_INDEX, CheckpointManager, FitHooks, TrainerState, build_optimizer, fit
 
 
 class DenseMLM(SparseMLM):
@@ -99,44 +97,33 @@ class Interleave:
         self.durations.append(time.perf_counter() - start)
 
 
-def _timed_stream(original, times: StepTimes, grad_accum: int):
-    @functools.wraps(original)
-    def stream(*args, **kwargs):
-        inner = original(*args, **kwargs)
-        try:
-            for index in range(1 << 62):
-                start = times.tick() if index % grad_accum == 0 else time.perf_counter()
-                item = next(inner)
-                blocked = time.perf_counter() - start
-                if index % grad_accum == 0:
-                    times.waits.append(blocked)
-                else:
-                    times.waits[-1] += blocked
-                yield item
-        finally:
-            inner.close()
-
-    return stream
+def _timed_stream(inner: Iterator[dict], times: StepTimes, grad_accum: int) -> Iterator[dict]:
+    try:
+        for index in range(1 << 62):
+            start = times.tick() if index % grad_accum == 0 else time.perf_counter()
+            item = next(inner)
+            blocked = time.perf_counter() - start
+            if index % grad_accum == 0:
+                times.waits.append(blocked)
+            else:
+                times.waits[-1] += blocked
+            yield item
+    finally:
+        inner.close()
 
 
 class _NoWriteCheckpoints(CheckpointManager):
-    def save(self, accelerator, step: int, extra: dict | None = None) -> Path:
-        return self.root / f"step_{step}"
+    def save(self, accelerator, state: TrainerState) -> Path:
+        return self.root / f"step_{state.step}"
 
 
-@contextmanager
-def instrumented_fit(times: StepTimes, grad_accum: int, fused_adamw: bool = True):
-    optimizer = functools.partial(build_optimizer, fused=fused_adamw)
-    with (
-        mock.patch.object(
-            pipeline.train.loop,
-            "micro_batch_stream",
-            _timed_stream(pipeline.train.loop.micro_batch_stream, times, grad_accum),
-        ),
-        mock.patch.object(pipeline.train.loop, "CheckpointManager", _NoWriteCheckpoints),
-        mock.patch.object(pipeline.train.loop, "build_optimizer", optimizer),
-    ):
-        yield
+def instrumented_fit(times: StepTimes, grad_accum: int, fused_adamw: bool = True) -> FitHooks:
+    """The loop's hooks for a timed run (see the module docstring)."""
+    return FitHooks(
+        optimizer=functools.partial(build_optimizer, fused=fused_adamw),
+        checkpoints=_NoWriteCheckpoints,
+        wrap_stream=lambda stream: _timed_stream(stream, times, grad_accum),
+    )
 
 
 @contextmanager
@@ -215,7 +202,7 @@ def run_pretrain(
     """Train ``steps`` optimizer steps with the real stage + loop; returns ``steps - 1`` step durations
     (the first includes compilation / warm-up), the data waits, tokens per step and FLOPs per token."""
     from pipeline.stages.pretrain import build_task
-    from pipeline.train.accel import make_accelerator
+    from pipeline.train import make_accelerator
 
     with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as out, mixed_precision(variant.precision):
         cfg = pretrain_config(
@@ -230,7 +217,7 @@ def run_pretrain(
             dropout=variant.dropout,
         )
         accelerator = make_accelerator(cfg.train, out, log=False)
-        task, _ = build_task(cfg, accelerator)
+        task, train = build_task(cfg, accelerator)
         task.evaluate, task.export = None, lambda *args: None
         seq_len = int(read_manifest(shards)[1]["seq_len"])
         if not variant.sparse_head:
@@ -241,14 +228,14 @@ def run_pretrain(
         times = StepTimes(
             sync=torch.cuda.synchronize if accelerator.device.type == "cuda" else None, on_tick=on_tick
         )
-        with instrumented_fit(times, grad_accum, fused_adamw=variant.fused_adamw):
-            summary = pipeline.train.loop.fit(accelerator, cfg.train, task, out, cfg)
+        hooks = instrumented_fit(times, grad_accum, fused_adamw=variant.fused_adamw)
+        summary = fit(accelerator, train, task, out, cfg, hooks=hooks)
     # intervals between batch requests: steps - 1 complete step periods (the last step ends inside
     # fit's shutdown, which is not timed)
     return {
         "durations": times.durations,
         "waits": times.waits[: len(times.durations)],
-        "tokens_per_step": batch_size * grad_accum * accelerator.num_processes * seq_len,
+        "tokens_per_step": train.global_batch(accelerator.num_processes) * seq_len,
         "flops_per_token": task.flops_per_token,
         "summary": summary,
     }

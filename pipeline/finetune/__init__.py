@@ -4,12 +4,14 @@
     train = ClassificationDataset(splits.train, tokenizer, max_length=128)
     model = FinetuneModel(build_model(cfg.model, "classification", splits.label_names, tokenizer), ...)
 
-Modules: ``tables`` (tsv/csv/jsonl/parquet/hub row readers), ``data`` (the ``data`` section,
+Modules: ``task`` (the ``task`` section, :data:`TaskType`), ``tables`` (tsv/csv/jsonl/parquet/hub row readers), ``data`` (the ``data`` section,
 examples, label sets), ``conll`` (NER files, IOB1/IOB2), ``features`` (tokenized datasets, dynamic
 padding, NER windows), ``model`` (the ``model`` section, heads with summed losses), ``eval``
-(predictions across processes), ``metrics`` (classification, regression, entity-level NER).
+(predictions across processes), ``metrics`` (classification, regression, entity-level NER),
+``build`` (the stage's :class:`~pipeline.train.TrainTask`: datasets, head, evaluation, outputs).
 """
 
+from pipeline.finetune.build import PREDICTIONS_FILE, RESULTS_FILE, build_finetune_task, write_predictions
 from pipeline.finetune.conll import (
     ConllConfig,
     NerSplits,
@@ -52,8 +54,16 @@ from pipeline.finetune.model import (
     load_tokenizer,
 )
 from pipeline.finetune.tables import RowSource, open_rows, read_text
+from pipeline.finetune.task import DEFAULT_METRIC, TaskConfig, TaskType
 
 __all__ = [
+    "DEFAULT_METRIC",
+    "PREDICTIONS_FILE",
+    "RESULTS_FILE",
+    "TaskConfig",
+    "TaskType",
+    "build_finetune_task",
+    "write_predictions",
     "ClassificationDataset",
     "ConllConfig",
     "Example",

@@ -24,15 +24,15 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 from pipeline import console
 from pipeline.config import REQUIRED, ConfigError, option, section
 from pipeline.errors import PipelineError
 from pipeline.finetune.conll import ConllConfig
 from pipeline.finetune.tables import open_rows
+from pipeline.finetune.task import TaskType
 
-TaskType = Literal["classification", "regression"]
 INDEX_COLUMNS = ("index", "idx")  # taken as the example id when data.index_column is unset
 
 

@@ -13,8 +13,8 @@ import torch
 
 from pipeline.finetune.features import collate_dynamic, word_predictions
 from pipeline.finetune.metrics import classification_metrics, ner_metrics, regression_metrics
-from pipeline.finetune.model import IGNORE_INDEX, count_targets
-from pipeline.train import eval_batches
+from pipeline.finetune.model import count_targets
+from pipeline.train import IGNORE_INDEX, eval_batches
 
 
 def predict(accelerator, model, dataset, batch_size: int, pad_id: int) -> tuple[list[np.ndarray], float, int]:

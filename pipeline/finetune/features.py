@@ -38,6 +38,7 @@ import torch
 from pipeline.errors import PipelineError
 from pipeline.finetune.conll import Sentence
 from pipeline.finetune.data import Example
+from pipeline.train import IGNORE_INDEX
 
 
 def _require_fast(tokenizer: Any) -> None:
@@ -120,7 +121,7 @@ def collate_dynamic(
             dtype = torch.float if isinstance(values[0], float) else torch.long
             batch[key] = torch.tensor(values, dtype=dtype)
             continue
-        fill = pad_id if key == "input_ids" else -100 if key == "labels" else 0
+        fill = pad_id if key == "input_ids" else IGNORE_INDEX if key == "labels" else 0
         batch[key] = torch.tensor([list(v) + [fill] * (longest - len(v)) for v in values], dtype=torch.long)
     return batch
 
@@ -214,7 +215,7 @@ class TokenClassificationDataset(torch.utils.data.Dataset):
             if self.keep_types:
                 item["token_type_ids"] = [0] * len(input_ids)
             if tag_ids:
-                labels = [-100] * len(input_ids)
+                labels = [IGNORE_INDEX] * len(input_ids)
                 for p in range(a, b):
                     w = word_ids[p]
                     if w is not None and owner[w] == k and (self.label_all_subtokens or p == first[w]):

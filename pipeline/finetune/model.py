@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,16 +18,15 @@ from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
-    AutoTokenizer,
     PreTrainedModel,
 )
 
 from pipeline.config import REQUIRED, option
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.finetune.task import TaskType
 from pipeline.mlm import ENCODER_LAYER_CLASS, ModelConfig, dropout_settings, encoder_config
-
-IGNORE_INDEX = -100
-TaskType = Literal["classification", "regression", "ner"]
+from pipeline.text import load_tokenizer as load_saved_tokenizer
+from pipeline.train import IGNORE_INDEX
 
 
 @dataclass
@@ -68,12 +66,11 @@ def check_init_from(cfg: FinetuneModelConfig) -> None:
 
 
 def load_tokenizer(cfg: FinetuneModelConfig):
+    """The tokenizer of the ``model`` section: ``model.tokenizer``, else the one saved in ``init_from``."""
     check_init_from(cfg)
+    key = "model.tokenizer" if cfg.tokenizer else "model.init_from"
     source = cfg.tokenizer or cfg.init_from
-    try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise PipelineError(f"cannot load a tokenizer from {source}: {e}") from None
+    return load_saved_tokenizer(source, key=key, trust_remote_code=cfg.trust_remote_code)
 
 
 def _head_class(task: TaskType):

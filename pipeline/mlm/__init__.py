@@ -6,11 +6,13 @@ and the MLM data path (shards -> masked micro-batches, MLM evaluation).
     make_batch = train_batch_fn(ShardReader(shards), masker, plan)
 
 Modules: ``models`` (model config, sparse head, FLOPs), ``masking`` (:class:`Masker`), ``data``
-(batches and evaluation over shards).
+(the ``data`` section, batches and evaluation over shards), ``build`` (the pretrain stage's
+:class:`~pipeline.train.TrainTask`).
 """
 
-from pipeline.mlm.data import mlm_evaluator, train_batch_fn
-from pipeline.mlm.masking import IGNORE_INDEX, Masker, MaskingConfig
+from pipeline.mlm.build import build_mlm_task
+from pipeline.mlm.data import MlmDataConfig, mlm_evaluator, train_batch_fn
+from pipeline.mlm.masking import Masker, MaskingConfig
 from pipeline.mlm.models import (
     ENCODER_LAYER_CLASS,
     PRESETS,
@@ -25,13 +27,14 @@ from pipeline.mlm.models import (
 
 __all__ = [
     "ENCODER_LAYER_CLASS",
-    "IGNORE_INDEX",
     "PRESETS",
     "Masker",
     "MaskingConfig",
+    "MlmDataConfig",
     "ModelConfig",
     "SparseMLM",
     "build_mlm_model",
+    "build_mlm_task",
     "dropout_settings",
     "encoder_config",
     "mlm_evaluator",

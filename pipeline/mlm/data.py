@@ -1,5 +1,7 @@
 """Masked-LM data for the training loop: packed shards -> masked micro-batches, and MLM evaluation.
 
+The ``data`` section of ``pipeline pretrain`` (:class:`MlmDataConfig`) says which shard set to read.
+
 Training batches are a pure function of (step, micro-batch, rank) - see ``pipeline.train.batches`` - and
 masks are keyed by each sequence's global stream position, so resuming and changing the world size
 do not change what is trained on.  Validation masks are keyed by the sequence's index in the
@@ -9,15 +11,26 @@ validation split (in a separate key range), so every evaluation sees the same ma
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from pipeline.mlm.masking import IGNORE_INDEX, Masker
+from pipeline.config import REQUIRED, option
+from pipeline.mlm.masking import Masker
 from pipeline.shards import ShardReader
-from pipeline.train import GlobalBatchPlan, eval_batches
+from pipeline.train import IGNORE_INDEX, GlobalBatchPlan, eval_batches
 
 _EVAL_KEY_OFFSET = np.uint64(1 << 62)  # validation mask keys never collide with training positions
+
+
+@dataclass
+class MlmDataConfig:
+    """The ``data`` section of ``pipeline pretrain``."""
+
+    shards: str = option(REQUIRED, "shard set directory written by `pipeline shard` (holds manifest.json)")
+    verify: bool = option(False, "check every shard's sha256 before training (slow on big sets)")
+    eval_batch_size: int = option(0, "validation micro-batch size per process (0 = train.batch_size)")
 
 
 def _with_counters(batch: dict) -> dict:

@@ -31,8 +31,7 @@ import torch
 from pipeline.config import ConfigError, option
 from pipeline.errors import PipelineError
 from pipeline.hashing import GOLDEN, keyed_hash, splitmix64
-
-IGNORE_INDEX = -100  # label of padded prediction slots (torch cross-entropy's ignore_index)
+from pipeline.train import IGNORE_INDEX  # the label of padded prediction slots
 
 # Independent hash streams, so which tokens are chosen and what replaces them are uncorrelated.
 _STREAM_SELECT, _STREAM_REPLACE = 0, 1

@@ -37,8 +37,8 @@ from transformers import (
 )
 
 from pipeline.config import ConfigError, option
+from pipeline.train import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 UNUSED_LOGIT_BIAS = -1.0e4  # decoder bias of padded vocab rows: exp(-1e4) == 0 in every dtype
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128},

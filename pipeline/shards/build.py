@@ -25,14 +25,14 @@ from pipeline import console
 from pipeline.shards.config import ShardConfig
 from pipeline.shards.encode import encode_parts
 from pipeline.shards.merge import finished_manifest, merge_parts
-from pipeline.shards.plan import Plan, file_marker, load_tokenizer, make_plan
+from pipeline.shards.plan import Plan, file_marker, make_plan, tokenizer_info
 from pipeline.text import resolve_inputs
 
 
 def build_shards(cfg: ShardConfig) -> dict[str, Any] | None:
     """Run the shard stage; returns the manifest, or None for a worker that leaves the merge to another."""
     started = time.perf_counter()
-    plan = make_plan(cfg, resolve_inputs(cfg.input), load_tokenizer(cfg.tokenizer, cfg.seq_len))
+    plan = make_plan(cfg, resolve_inputs(cfg.input), tokenizer_info(cfg.tokenizer, cfg.seq_len))
     finished = finished_manifest(plan)
     if finished is not None:
         console.info(f"shard: {plan.out} is already complete for this input and config; nothing to do")

@@ -29,7 +29,7 @@ from pipeline.errors import PipelineError
 from pipeline.io import sha256_file, write_json
 from pipeline.shards.config import ShardConfig
 from pipeline.shards.format import DTYPES, SPLITS, dtype_for_vocab
-from pipeline.text import is_hub_name
+from pipeline.text import is_hub_name, load_tokenizer
 
 UNIT_FORMAT = 1
 NEEDED_SPECIALS = ("cls_id", "sep_id", "pad_id", "mask_id")
@@ -47,8 +47,8 @@ class TokenizerInfo:
     backend_json: str  # the Rust tokenizer as AutoTokenizer configured it, for the encode processes
 
 
-def load_tokenizer(directory: str, seq_len: int) -> TokenizerInfo:
-    """Load and check a tokenizer directory with ``AutoTokenizer``; PipelineError if unusable."""
+def tokenizer_info(directory: str, seq_len: int) -> TokenizerInfo:
+    """Load and check a tokenizer directory (``pipeline.text.load_tokenizer``); PipelineError if unusable."""
     path = Path(directory)
     if not path.is_dir():
         raise PipelineError(f"tokenizer: directory not found: {path} (create it with `pipeline tokenizer`)")
@@ -56,12 +56,7 @@ def load_tokenizer(directory: str, seq_len: int) -> TokenizerInfo:
         raise PipelineError(
             f"tokenizer: {path} is not a tokenizer directory (no tokenizer.json; create one with `pipeline tokenizer`)"
         )
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path))
-    except Exception as e:  # a broken tokenizer.json / config surfaces as many exception types
-        raise PipelineError(f"tokenizer: cannot load {path} ({type(e).__name__}: {e})") from None
+    tok = load_tokenizer(path, key="tokenizer")
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is None:
         raise PipelineError(f"tokenizer: {path} is not a fast (tokenizers) tokenizer")

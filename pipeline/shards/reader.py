@@ -16,6 +16,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.io import sha256_file
 from pipeline.shards.format import DTYPES, MANIFEST_NAME, SPECIAL_KEYS, TOKENIZER_DIRNAME, read_manifest
+from pipeline.text import load_tokenizer
 
 __all__ = ["ShardReader"]
 
@@ -102,6 +103,16 @@ class ShardReader:
             raise PipelineError(
                 f"shard seq_len {self.seq_len} ({self.root}) exceeds the model's {max_positions} positions"
             )
+
+    def load_tokenizer(self):
+        """The set's own tokenizer copy, checked against the vocabulary the shards were written with."""
+        tokenizer = load_tokenizer(self.tokenizer_dir)
+        if len(tokenizer) != self.vocab_size:
+            raise PipelineError(
+                f"vocab size mismatch: tokenizer {self.tokenizer_dir} has {len(tokenizer)} tokens but the shards "
+                f"in {self.root} were written with {self.vocab_size}"
+            )
+        return tokenizer
 
     # ------------------------------------------------------------------ access
 

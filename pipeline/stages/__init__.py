@@ -1,5 +1,6 @@
-"""The stages. Each module defines ``Config`` (a dataclass tree) and ``run(cfg)``, and stays thin:
-the work lives in the library modules of ``pipeline``."""
+"""The stages. Each module defines ``Config`` (a dataclass tree), ``run(cfg)`` (returns the exit
+code) and ``is_complete(cfg)`` (whether the stage's output is already there; ``pipeline run`` skips
+such stages), and stays thin: the work lives in the subpackages of ``pipeline``."""
 
 # stage name -> module; imported lazily so `pipeline --help` stays fast
 STAGES = {

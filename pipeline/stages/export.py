@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import console
-from pipeline.config import REQUIRED, load_config, option
+from pipeline.config import REQUIRED, from_dict, option, read_yaml
 from pipeline.errors import PipelineError
+from pipeline.stages import finetune, pretrain
 from pipeline.train import CheckpointManager, build_optimizer, check_checkpoint, make_accelerator
 
 
@@ -32,14 +33,14 @@ class Config:
 
 
 def _stage_of(run_dir: Path):
-    from pipeline.stages import finetune, pretrain
-
+    """The stage module that wrote ``run_dir`` and its config, from the ``config.yaml`` it saved
+    (a fine-tuning config is the one with a ``task`` section)."""
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise PipelineError(f"{run_dir} has no config.yaml: not the output_dir of a pretrain or finetune run")
-    text = config_file.read_text(encoding="utf-8")
-    module = finetune if "\ntask:" in f"\n{text}" else pretrain
-    return module, load_config(module.Config, config_file)
+    saved = read_yaml(config_file)
+    module = finetune if "task" in saved else pretrain
+    return module, from_dict(module.Config, saved)
 
 
 def _checkpoint(cfg: Config, run_dir: Path) -> tuple[Path, int]:
@@ -52,14 +53,27 @@ def _checkpoint(cfg: Config, run_dir: Path) -> tuple[Path, int]:
     return path, int(check_checkpoint(path)["step"])
 
 
+def _output_dir(cfg: Config, step: int) -> Path:
+    return Path(cfg.output_dir) if cfg.output_dir else Path(cfg.run_dir) / "export" / f"step_{step}"
+
+
+def is_complete(cfg: Config) -> bool:
+    """The chosen checkpoint is already exported (a model directory with its config.json)."""
+    try:
+        _, step = _checkpoint(cfg, Path(cfg.run_dir))
+    except PipelineError:
+        return False
+    return (_output_dir(cfg, step) / "config.json").is_file()
+
+
 def run(cfg: Config) -> int:
     run_dir = Path(cfg.run_dir)
     module, stage_cfg = _stage_of(run_dir)
     path, step = _checkpoint(cfg, run_dir)
-    out = Path(cfg.output_dir) if cfg.output_dir else run_dir / "export" / f"step_{step}"
+    out = _output_dir(cfg, step)
     accelerator = make_accelerator(stage_cfg.train, run_dir, log=False)
-    task, _ = module.build_task(stage_cfg, accelerator, run_dir)
-    model, _optimizer = accelerator.prepare(task.model, build_optimizer(task.model, stage_cfg.train))
+    task, train = module.build_task(stage_cfg, accelerator, run_dir)
+    model, _optimizer = accelerator.prepare(task.model, build_optimizer(task.model, train))
     accelerator.load_state(str(path))
     out.parent.mkdir(parents=True, exist_ok=True)
     task.export(accelerator, model, out)

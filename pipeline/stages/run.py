@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 from pipeline import console
 from pipeline.config import REQUIRED, from_dict, option, save_config, section
 from pipeline.errors import ConfigError
+from pipeline.finetune import RESULTS_FILE
+from pipeline.shards import MANIFEST_NAME
 from pipeline.stages import finetune, pretrain, shard, tokenizer
 from pipeline.text import CorpusConfig
 
@@ -84,37 +85,29 @@ def stage_configs(cfg: Config) -> dict[str, Any]:
     }
 
 
-def is_complete(name: str, cfg) -> bool:
-    out = Path(cfg.output_dir)
-    if name == "tokenizer":
-        return (out / "tokenizer.json").is_file() and (out / "config.yaml").is_file()
-    if name == "shard":
-        return (out / "manifest.json").is_file()
-    if name == "pretrain":
-        return _completed(out) and (out / "final" / "config.json").is_file()
-    return _completed(out) and (out / "eval_results.json").is_file()
+def _selected(cfg: Config) -> list[str]:
+    return [s for s in STAGE_ORDER if s in cfg.stages]
 
 
-def _completed(out: Path) -> bool:
-    try:
-        return bool(json.loads((out / "summary.json").read_text())["completed"])
-    except (OSError, ValueError, KeyError):
-        return False
+def is_complete(cfg: Config) -> bool:
+    """Every selected stage says its output is complete."""
+    configs = stage_configs(cfg)
+    return all(MODULES[name].is_complete(configs[name]) for name in _selected(cfg))
 
 
 def _wait_for(name: str, cfg, poll: float = 2.0) -> None:
     """Non-main processes of a multi-process launch wait while rank 0 runs a data stage."""
-    while not is_complete(name, cfg):
+    while not MODULES[name].is_complete(cfg):
         time.sleep(poll)
 
 
 def run(cfg: Config) -> int:
     configs = stage_configs(cfg)
-    rank = int(os.environ.get("RANK", "0"))
+    rank = console.rank()
     if rank == 0:
         save_config(cfg, Path(cfg.output_dir) / "config.yaml")
-    for name in [s for s in STAGE_ORDER if s in cfg.stages]:
-        if is_complete(name, configs[name]):
+    for name in _selected(cfg):
+        if MODULES[name].is_complete(configs[name]):
             console.info(f"[run] {name}: complete in {configs[name].output_dir}, skipped")
             continue
         console.info(f"[run] {name} -> {configs[name].output_dir}")
@@ -158,7 +151,7 @@ def summary_rows(configs: dict[str, Any]) -> list[tuple[str, str]]:
     if (tok_dir / "tokenizer.json").is_file():
         vocab = len(json.loads((tok_dir / "tokenizer.json").read_text())["model"]["vocab"])
         rows.append(("tokenizer", f"{configs['tokenizer'].model_type}, {vocab:,} tokens -> {tok_dir}"))
-    manifest = Path(configs["shard"].output_dir) / "manifest.json"
+    manifest = Path(configs["shard"].output_dir) / MANIFEST_NAME
     if manifest.is_file():
         totals = json.loads(manifest.read_text())["totals"]
         rows.append(
@@ -172,7 +165,7 @@ def summary_rows(configs: dict[str, Any]) -> list[tuple[str, str]]:
     if first_last:
         rows.append(("pretrain eval loss", f"{first_last[0]:.4f} (first eval) -> {first_last[1]:.4f} (last)"))
         rows.append(("pretrain eval accuracy", _fmt(_last_eval(pre).get("eval/accuracy"))))
-    results = Path(configs["finetune"].output_dir) / "eval_results.json"
+    results = Path(configs["finetune"].output_dir) / RESULTS_FILE
     if results.is_file():
         for key, value in json.loads(results.read_text()).items():
             if key.count("/") == 1:

@@ -10,12 +10,19 @@ are described in ``pipeline/shards/format.py``; the work lives in ``pipeline/sha
 
 from __future__ import annotations
 
-from pipeline.shards import ShardConfig as Config
-from pipeline.shards import build_shards
+from pathlib import Path
 
-__all__ = ["Config", "run"]
+from pipeline.shards import MANIFEST_NAME, build_shards
+from pipeline.shards import ShardConfig as Config
+
+__all__ = ["Config", "is_complete", "run"]
 
 
 def run(cfg: Config) -> int:
     build_shards(cfg)
     return 0
+
+
+def is_complete(cfg: Config) -> bool:
+    """The manifest is written last, so a set that has one is complete."""
+    return (Path(cfg.output_dir) / MANIFEST_NAME).is_file()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pipeline import console
@@ -65,6 +66,12 @@ class Config:
                 raise ConfigError(f"{key}: must be >= 1 or null, got {value}")
         if not self.output_dir:
             raise ConfigError("output_dir: must not be empty")
+
+
+def is_complete(cfg: Config) -> bool:
+    """The tokenizer and the resolved config are written (the directory is swapped in whole)."""
+    out = Path(cfg.output_dir)
+    return (out / "tokenizer.json").is_file() and (out / "config.yaml").is_file()
 
 
 def run(cfg: Config) -> int:

@@ -42,6 +42,7 @@ __all__ = [
     "to_transformers",
     "save_tokenizer",
     "is_tokenizer_dir",
+    "load_tokenizer",
 ]
 
 MODEL_TYPES = ("wordpiece", "bpe", "unigram")
@@ -216,6 +217,21 @@ def to_transformers(tok: Tokenizer, model_type: str, model_max_length: int = 512
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
         **SPECIALS[model_type].transformers_kwargs(),
     )
+
+
+def load_tokenizer(source: str | Path, *, key: str = "", trust_remote_code: bool = False):
+    """``AutoTokenizer.from_pretrained(source)``: the one way the stages load a saved tokenizer.
+
+    Any failure is a PipelineError naming ``source`` (and the config ``key`` it came from)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+    except Exception as e:  # a broken tokenizer.json / config surfaces as many exception types
+        prefix = f"{key}: " if key else ""
+        raise PipelineError(
+            f"{prefix}cannot load a tokenizer from {source} ({type(e).__name__}: {e})"
+        ) from None
 
 
 def is_tokenizer_dir(path: str | Path) -> bool:

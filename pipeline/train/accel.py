@@ -84,7 +84,7 @@ def _fill_deepspeed_auto(accelerator: Accelerator, cfg: TrainConfig) -> None:
                 f"the DeepSpeed config sets {key}={ds[key]} but {name}={ours}: set it to 'auto' (or leave it out) "
                 "in the launch config; the pipeline config decides it"
             )
-    ds["train_batch_size"] = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+    ds["train_batch_size"] = cfg.global_batch(accelerator.num_processes)
     zero = ds.setdefault("zero_optimization", {})
     if zero.get("stage") == 3:  # export of final/ needs the full weights gathered from the ZeRO-3 shards
         zero["stage3_gather_16bit_weights_on_model_save"] = True

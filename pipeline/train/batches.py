@@ -29,6 +29,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from pipeline.train.config import global_batch_size
+
 
 @dataclass(frozen=True)
 class GlobalBatchPlan:
@@ -45,7 +47,7 @@ class GlobalBatchPlan:
 
     @property
     def global_batch(self) -> int:
-        return self.batch_size * self.num_processes * self.grad_accum
+        return global_batch_size(self.batch_size, self.grad_accum, self.num_processes)
 
     def positions(self, step: int, micro: int) -> np.ndarray:
         """Global stream positions of this process's micro-batch ``micro`` of optimizer step ``step``."""

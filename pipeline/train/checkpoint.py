@@ -2,8 +2,9 @@
 
 Layout: ``<output_dir>/checkpoints/step_<N>/`` holds the full Accelerate state (model, optimizer,
 grad scaler, RNG of every process; sharded files under FSDP/ZeRO) plus ``trainer_state.json``:
-the step (the data position is a pure function of it, so resuming is an O(1) seek) and the size of
-every file in the directory.
+the trainer's state (:class:`~pipeline.train.state.TrainerState`: the step - the data position is a
+pure function of it, so resuming is an O(1) seek - the best metric, the skipped steps) and the size
+of every file in the directory.
 
 Atomicity: every process writes into ``step_<N>.partial/``; after a barrier the main process writes
 ``trainer_state.json`` last, fsyncs, and renames the directory to ``step_<N>``.  A directory named
@@ -24,6 +25,7 @@ import torch
 from pipeline import console
 from pipeline.errors import PipelineError
 from pipeline.io import fsync_dir, replace_dir, write_json
+from pipeline.train.state import TrainerState
 
 STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -85,8 +87,9 @@ class CheckpointManager:
     def latest_complete(self) -> tuple[Path, dict] | None:
         return next(self.complete(), None)
 
-    def save(self, accelerator, step: int, extra: dict | None = None) -> Path:
-        """Collective: every process must call it. Returns the final checkpoint path."""
+    def save(self, accelerator, state: TrainerState) -> Path:
+        """Checkpoint at ``state.step``.  Collective: every process must call it. Returns the final path."""
+        step = state.step
         final = self.root / f"step_{step}"
         partial = self.root / f"step_{step}.partial"
         if accelerator.is_main_process:
@@ -108,8 +111,8 @@ class CheckpointManager:
             raise PipelineError(f"could not write checkpoint {partial}: {e.strerror or e}; {kept}") from None
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            state = {"step": step, **(extra or {}), "files": _file_sizes(partial)}
-            write_json(partial / STATE_FILE, state, fsync=True)
+            record = {**state.state_dict(), "files": _file_sizes(partial)}
+            write_json(partial / STATE_FILE, record, fsync=True)
             fsync_dir(partial)
             partial.rename(final)
             fsync_dir(self.root)

@@ -6,10 +6,18 @@ Hardware, process count, sharding strategy and mixed precision are NOT here: the
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 from pipeline.config import REQUIRED, ConfigError, option
+
+
+def global_batch_size(batch_size: int, grad_accum: int, processes: int) -> int:
+    """Samples per optimizer step: ``batch_size`` per process and micro-batch, ``grad_accum``
+    micro-batches, ``processes`` processes."""
+    return batch_size * grad_accum * processes
 
 
 @dataclass
@@ -85,3 +93,15 @@ class TrainConfig:
             raise ConfigError("train.warmup_ratio must be in [0, 1) and train.decay_ratio in [0, 1]")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+
+    def global_batch(self, processes: int) -> int:
+        """Samples per optimizer step with ``processes`` processes."""
+        return global_batch_size(self.batch_size, self.grad_accum, processes)
+
+
+def resolve_max_steps(cfg: TrainConfig, num_samples: int, num_processes: int) -> TrainConfig:
+    """``train.max_steps``, or ``train.epochs`` converted to optimizer steps for this global batch."""
+    if cfg.max_steps > 0:
+        return cfg
+    steps = math.ceil(cfg.epochs * num_samples / cfg.global_batch(num_processes))
+    return dataclasses.replace(cfg, max_steps=max(1, steps))

@@ -1,7 +1,8 @@
-"""THE training loop: ``fit(accelerator, train_cfg, task, output_dir, config)``.
+"""THE training loop: ``fit(accelerator, train_cfg, task, output_dir, hparams)``.
 
-Every training stage (pretrain, finetune) builds a :class:`TrainTask` and calls :func:`fit`.
-Nothing here branches on DDP / FSDP / DeepSpeed: Accelerate applies whatever the launch config says.
+Every training stage (pretrain, finetune) builds a :class:`~pipeline.train.task.TrainTask` and
+calls :func:`fit` (through :func:`pipeline.train.run_training_stage`).  Nothing here branches on
+DDP / FSDP / DeepSpeed: Accelerate applies whatever the launch config says.
 
 Loss normalisation.  The model returns a *summed* loss and the batch carries its number of loss
 targets (masked tokens, labelled examples).  Before each optimizer step the target counts of all
@@ -17,12 +18,11 @@ to write a checkpoint and exit at the same step.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,28 +36,25 @@ from pipeline.train.config import TrainConfig
 from pipeline.train.optim import build_optimizer, lr_schedule, set_lr
 from pipeline.train.reductions import RunningSums, global_loss_scale
 from pipeline.train.signals import StopSignal
+from pipeline.train.state import TrainerState
+from pipeline.train.task import COUNTERS, TrainTask
 from pipeline.train.throughput import ThroughputMeter, compute_dtype, measure_peak_flops
 from pipeline.train.tracking import RunLogger
 
-COUNTERS = ("num_targets", "num_tokens")  # batch entries that are bookkeeping, not model inputs
+__all__ = ["FitHooks", "fit"]
 
 
 @dataclass
-class TrainTask:
-    """What a stage hands to :func:`fit`."""
+class FitHooks:
+    """Seams for tools that run the real loop (benchmarks); the defaults are what every stage uses.
 
-    model: (
-        torch.nn.Module
-    )  # forward(**inputs) -> {"loss_sum": 0-d tensor, optional other sums e.g. "correct"}
-    make_batch: Callable[
-        [int, int], dict
-    ]  # (step, micro) -> this process's micro-batch (CPU tensors + COUNTERS)
-    export: Callable[[object, torch.nn.Module, Path], None]  # (accelerator, prepared model, dir); collective
-    evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None  # called on every process
-    flops_per_token: float = 0.0
-    on_new_best: Callable[[torch.nn.Module, dict[str, float], int], None] | None = (
-        None  # (model, metrics, step)
-    )
+    ``optimizer(model, train_cfg)`` builds the optimizer; ``checkpoints(root, keep)`` the checkpoint
+    manager; ``wrap_stream(stream)``, if set, wraps the iterator of micro-batches (called once per
+    micro-batch, in order), e.g. to time each request for data."""
+
+    optimizer: Callable[[torch.nn.Module, TrainConfig], torch.optim.Optimizer] = build_optimizer
+    checkpoints: Callable[[Path, int], CheckpointManager] = CheckpointManager
+    wrap_stream: Callable[[Iterator[dict]], Iterator[dict]] | None = None
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -65,27 +62,23 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items() if k not in COUNTERS}
 
 
-def _is_better(value: float, best: float | None, greater: bool) -> bool:
-    return best is None or (value > best if greater else value < best)
-
-
 class _Trainer:
-    """State of one fit() call; methods are the loop's phases."""
+    """One fit() call: the prepared model and optimizer, the resumable state; methods are the loop's phases."""
 
-    def __init__(self, accelerator, cfg: TrainConfig, task: TrainTask, output_dir: Path, config):
-        self.acc, self.cfg, self.task, self.out = accelerator, cfg, task, Path(output_dir)
+    def __init__(self, accelerator, train: TrainConfig, task: TrainTask, out: Path, hparams, hooks: FitHooks):
+        self.acc, self.cfg, self.task, self.out = accelerator, train, task, out
         model = task.model
-        if cfg.compile:
+        if train.compile:
             model.compile()  # in place: parameter names (and saved weights) stay free of `_orig_mod.`
-        optimizer = build_optimizer(model, cfg)
+        optimizer = hooks.optimizer(model, train)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        check_prepared(accelerator, cfg)
-        self.lr_at = lr_schedule(cfg, cfg.max_steps)
-        self.ckpts = CheckpointManager(self.out / "checkpoints", cfg.keep_checkpoints)
-        self.step, self.best, self.nonfinite = 0, None, 0
+        check_prepared(accelerator, train)
+        self.lr_at = lr_schedule(train, train.max_steps)
+        self.ckpts = hooks.checkpoints(self.out / "checkpoints", train.keep_checkpoints)
+        self.state = TrainerState(epoch_of=task.epoch_of)
         self._resume()
-        self.logger = RunLogger(accelerator, self.out, config, cfg.max_steps, self.step, cfg.progress)
-        peak = cfg.peak_tflops * 1e12 or measure_peak_flops(
+        self.logger = RunLogger(accelerator, out, hparams, train.max_steps, self.state.step, train.progress)
+        peak = train.peak_tflops * 1e12 or measure_peak_flops(
             accelerator.device, compute_dtype(accelerator.mixed_precision)
         )
         self.meter = ThroughputMeter(task.flops_per_token, peak * accelerator.num_processes)
@@ -99,42 +92,42 @@ class _Trainer:
             if self.cfg.resume not in ("auto", "never"):
                 raise PipelineError(f"train.resume={self.cfg.resume}: the checkpoint could not be loaded")
             return
-        path, state = found
-        self.step, self.best = int(state["step"]), state.get("best")
-        self.nonfinite = int(state.get("nonfinite_steps", 0))
-        console.info(f"resumed from {path} at step {self.step}")
+        path, saved = found
+        self.state.load_state_dict(saved)
+        console.info(f"resumed from {path} at step {self.state.step}")
 
     def save(self) -> None:
-        if self.last_saved == self.step:
+        if self.last_saved == self.state.step:
             return
-        extra = {"best": self.best, "nonfinite_steps": self.nonfinite}
-        self.ckpts.save(self.acc, self.step, extra)
-        self.last_saved = self.step
+        self.ckpts.save(self.acc, self.state)
+        self.last_saved = self.state.step
 
     def evaluate(self) -> dict[str, float]:
-        if self.task.evaluate is None or self.last_eval == self.step:
+        if self.task.evaluate is None or self.last_eval == self.state.step:
             return {}
         self.model.eval()
         with torch.no_grad():
             metrics = self.task.evaluate(self.model)
         self.model.train()
-        self.last_eval = self.step
-        self.logger.log(self.step, metrics)
-        key = self.cfg.metric_for_best
-        if key is not None:
-            if key not in metrics:
-                raise PipelineError(
-                    f"train.metric_for_best={key!r} is not an evaluation metric: {sorted(metrics)}"
-                )
-            if _is_better(metrics[key], self.best, self.cfg.greater_is_better):
-                self.best = metrics[key]
-                self.task.export(self.acc, self.model, self.out / "best")
-                if self.task.on_new_best is not None:
-                    self.task.on_new_best(self.model, metrics, self.step)
+        self.last_eval = self.state.step
+        self.logger.log(self.state.step, metrics)
+        if self.cfg.metric_for_best is not None:
+            self._track_best(metrics, self.cfg.metric_for_best)
         return metrics
 
+    def _track_best(self, metrics: dict[str, float], key: str) -> None:
+        if key not in metrics:
+            raise PipelineError(
+                f"train.metric_for_best={key!r} is not an evaluation metric: {sorted(metrics)}"
+            )
+        if self.state.improves(metrics[key], self.cfg.greater_is_better):
+            self.state.best = metrics[key]
+            self.task.export(self.acc, self.model, self.out / "best")
+            if self.task.on_new_best is not None:
+                self.task.on_new_best(self.model, metrics, self.state.step)
+
     def train_step(self, micro_batches: list[dict], scale: torch.Tensor) -> None:
-        set_lr(self.optimizer, self.lr_at(self.step))  # before backward: DeepSpeed steps inside it
+        set_lr(self.optimizer, self.lr_at(self.state.step))  # before backward: DeepSpeed steps inside it
         for mb in micro_batches:
             with self.acc.accumulate(self.model):
                 out = self.model(**_to_device(mb, self.acc.device))
@@ -147,7 +140,7 @@ class _Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             self.sums.add(out, int(mb["num_targets"]))
             self.meter.add(int(mb["num_tokens"]) * self.acc.num_processes)
-        self.step += 1
+        self.state.step += 1
 
     def _step_allowed(self, norm: torch.Tensor) -> bool:
         """Non-finite gradients. fp16: the grad scaler skips the step and lowers the scale itself.
@@ -157,12 +150,15 @@ class _Trainer:
             return True
         bad = ~torch.isfinite(norm.to(self.acc.device))
         if self.cfg.on_nonfinite == "stop":
-            step = torch.tensor(self.step + 1, device=self.acc.device)
+            step = torch.tensor(self.state.step + 1, device=self.acc.device)
             self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
             return True
         if bool(bad):
-            self.nonfinite += 1
-            console.info(f"step {self.step + 1}: non-finite gradient, step skipped ({self.nonfinite} so far)")
+            self.state.nonfinite_steps += 1
+            console.info(
+                f"step {self.state.step + 1}: non-finite gradient, step skipped "
+                f"({self.state.nonfinite_steps} so far)"
+            )
             return False
         return True
 
@@ -177,50 +173,39 @@ class _Trainer:
     def log_train(self) -> None:
         values = self.sums.reduce(self.acc)
         values.update({f"train/{k}": v for k, v in self.meter.read().items()})
-        values["train/lr"] = self.lr_at(self.step - 1)
-        values["train/epoch"] = self.epoch_of(self.step)
-        values["train/nonfinite_steps"] = self.nonfinite
-        self.logger.log(self.step, values)
-
-
-def resolve_max_steps(cfg: TrainConfig, num_samples: int, num_processes: int) -> TrainConfig:
-    """``train.max_steps``, or ``train.epochs`` converted to optimizer steps for this global batch."""
-    if cfg.max_steps > 0:
-        return cfg
-    global_batch = cfg.batch_size * cfg.grad_accum * num_processes
-    return dataclasses.replace(cfg, max_steps=max(1, math.ceil(cfg.epochs * num_samples / global_batch)))
+        values["train/lr"] = self.lr_at(self.state.step - 1)
+        values["train/epoch"] = self.state.data_epoch
+        values["train/nonfinite_steps"] = self.state.nonfinite_steps
+        self.logger.log(self.state.step, values)
 
 
 def fit(
-    accelerator, cfg: TrainConfig, task: TrainTask, output_dir: str | Path, config, epoch_of=None
+    accelerator,
+    train: TrainConfig,
+    task: TrainTask,
+    output_dir: str | Path,
+    hparams: Any = None,
+    *,
+    hooks: FitHooks | None = None,
 ) -> dict:
-    """Train ``task`` for ``cfg.max_steps`` optimizer steps (resuming if asked); return a run summary.
+    """Train ``task`` for ``train.max_steps`` optimizer steps (resuming as ``train.resume`` says);
+    return a run summary.  ``hparams`` (a config dataclass, default ``train``) is recorded as the
+    run's TensorBoard hyperparameters.
 
     ``summary["completed"]`` is False when a stop signal ended the run early after checkpointing.
     """
-    trainer = _Trainer(accelerator, cfg, task, Path(output_dir), config)
-    trainer.epoch_of = epoch_of or (lambda step: 0.0)
+    hooks = hooks or FitHooks()
+    hparams = train if hparams is None else hparams
+    trainer = _Trainer(accelerator, train, task, Path(output_dir), hparams, hooks)
+    start_step = trainer.state.step
     stop = StopSignal()
-    stream = micro_batch_stream(task.make_batch, trainer.step, cfg.grad_accum, cfg.prefetch)
-    started, start_step, stopped = time.perf_counter(), trainer.step, False
+    stream = micro_batch_stream(task.make_batch, start_step, train.grad_accum, train.prefetch)
+    if hooks.wrap_stream is not None:
+        stream = hooks.wrap_stream(stream)
+    started = time.perf_counter()
     try:
-        while trainer.step < cfg.max_steps:
-            micro_batches = [next(stream) for _ in range(cfg.grad_accum)]
-            scale, stop_flag = global_loss_scale(accelerator, micro_batches, stop, cfg.grad_accum)
-            ran = trainer.step - start_step
-            if (_periodic(trainer.step, cfg.log_every) and float(stop_flag) > 0) or ran == cfg.stop_after > 0:
-                stopped = True
-                break
-            trainer.train_step(micro_batches, scale)
-            _after_step(trainer, cfg)
-        if stopped:
-            console.info(f"stop signal received: checkpointing at step {trainer.step} and exiting")
-        else:
-            trainer.check_finite()
-            trainer.evaluate()
-        trainer.save()
-        if not stopped:
-            _export_final(trainer)
+        stopped = _train(trainer, stream, stop, start_step)
+        _finish(trainer, stopped)
     finally:
         stream.close()
         stop.restore()
@@ -228,12 +213,38 @@ def fit(
     return _summary(trainer, start_step, time.perf_counter() - started, completed=not stopped)
 
 
+def _train(trainer: _Trainer, stream: Iterator[dict], stop: StopSignal, start_step: int) -> bool:
+    """Optimizer steps until ``max_steps``; True if a stop request or ``train.stop_after`` ended it."""
+    cfg, state = trainer.cfg, trainer.state
+    while state.step < cfg.max_steps:
+        micro_batches = [next(stream) for _ in range(cfg.grad_accum)]
+        scale, stop_flag = global_loss_scale(trainer.acc, micro_batches, stop, cfg.grad_accum)
+        ran = state.step - start_step
+        if (_periodic(state.step, cfg.log_every) and float(stop_flag) > 0) or ran == cfg.stop_after > 0:
+            return True
+        trainer.train_step(micro_batches, scale)
+        _after_step(trainer, cfg)
+    return False
+
+
+def _finish(trainer: _Trainer, stopped: bool) -> None:
+    """The last evaluation, checkpoint and export (or only the checkpoint, when stopped early)."""
+    if stopped:
+        console.info(f"stop signal received: checkpointing at step {trainer.state.step} and exiting")
+    else:
+        trainer.check_finite()
+        trainer.evaluate()
+    trainer.save()
+    if not stopped:
+        _export_final(trainer)
+
+
 def _periodic(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
 def _after_step(trainer: _Trainer, cfg: TrainConfig) -> None:
-    step, last = trainer.step, trainer.step == cfg.max_steps
+    step, last = trainer.state.step, trainer.state.step == cfg.max_steps
     if _periodic(step, cfg.log_every) or last:
         trainer.check_finite()
         trainer.log_train()
@@ -257,18 +268,18 @@ def _export_final(trainer: _Trainer) -> None:
 
 
 def _summary(trainer: _Trainer, start_step: int, seconds: float, completed: bool) -> dict:
-    tokens = trainer.meter.total_tokens
+    tokens, state = trainer.meter.total_tokens, trainer.state
     tps = tokens / max(seconds, 1e-9)
     summary = {
         "completed": completed,
-        "steps": trainer.step,
-        "steps_this_run": trainer.step - start_step,
+        "steps": state.step,
+        "steps_this_run": state.step - start_step,
         "tokens_this_run": tokens,
         "wall_time_s": round(seconds, 2),
         "tokens_per_sec": round(tps, 1),
         "mfu": tps * trainer.meter.flops_per_token / trainer.meter.peak if trainer.meter.peak else 0.0,
-        "best": trainer.best,
-        "nonfinite_steps": trainer.nonfinite,
+        "best": state.best,
+        "nonfinite_steps": state.nonfinite_steps,
     }
     console.info(
         f"run summary: {summary['steps']} steps ({summary['steps_this_run']} this run), {tokens:,} tokens, "

@@ -7,6 +7,8 @@ run before ``max_steps``; rerun the same command to continue.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +17,10 @@ from pipeline.config import save_config
 from pipeline.errors import PipelineError
 from pipeline.io import write_json
 from pipeline.train.accel import make_accelerator
-from pipeline.train.loop import fit
+from pipeline.train.loop import FitHooks, fit
 
 EXIT_STOPPED = 75
+SUMMARY_FILE = "summary.json"
 MIN_FREE_BYTES = 100 * 2**20  # refuse to start with less than this free: checkpoints would fail later
 
 
@@ -44,16 +47,34 @@ def prepare_output_dir(path: str | Path, cfg, accelerator=None) -> Path:
     return path
 
 
-def run_training_stage(cfg, build_task: Callable, on_complete: Callable[[Path], None] | None = None) -> int:
-    """``build_task(cfg, accelerator, output_dir) -> (TrainTask, GlobalBatchPlan)`` (it may resolve
-    ``cfg.train``, e.g. epochs -> steps); ``on_complete(output_dir)`` runs on the main process after
-    a finished run."""
+def run_training_stage(
+    cfg,
+    build_task: Callable,
+    on_complete: Callable[[Path], None] | None = None,
+    *,
+    hooks: FitHooks | None = None,
+) -> int:
+    """Run a training stage whose config ``cfg`` has ``output_dir`` and a ``train`` section.
+
+    ``build_task(cfg, accelerator, output_dir) -> (TrainTask, TrainConfig)`` returns the task and
+    the ``train`` section as it resolved it (e.g. epochs -> steps, the default best metric);
+    ``on_complete(output_dir)`` runs on the main process after a finished run; ``hooks`` go to
+    :func:`~pipeline.train.loop.fit`.  Returns the exit code."""
     accelerator = make_accelerator(cfg.train, cfg.output_dir)
     output_dir = prepare_output_dir(cfg.output_dir, cfg, accelerator)
-    task, plan = build_task(cfg, accelerator, output_dir)
-    summary = fit(accelerator, cfg.train, task, output_dir, cfg, epoch_of=plan.epoch_of)
+    task, train = build_task(cfg, accelerator, output_dir)
+    hparams = dataclasses.replace(cfg, train=train)  # what the run trains with, in TensorBoard
+    summary = fit(accelerator, train, task, output_dir, hparams, hooks=hooks)
     if accelerator.is_main_process:
-        write_json(output_dir / "summary.json", summary, default=str)
+        write_json(output_dir / SUMMARY_FILE, summary, default=str)
         if summary["completed"] and on_complete is not None:
             on_complete(output_dir)
     return 0 if summary["completed"] else EXIT_STOPPED
+
+
+def run_completed(output_dir: str | Path) -> bool:
+    """Whether the last invocation of a training stage in ``output_dir`` ran to ``max_steps``."""
+    try:
+        return bool(json.loads((Path(output_dir) / SUMMARY_FILE).read_text())["completed"])
+    except (OSError, ValueError, KeyError):
+        return False
