@@ -1,4 +1,4 @@
-"""Shared test fixtures.
+"""Fixtures shared by every test folder (helpers to import live in ``tests/helpers/``).
 
 Real data lives outside the repo at ``../shared/data`` (next to the checkout) or wherever
 ``PIPELINE_DATA`` points; tests that need it skip with a message when it is absent."""
@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+from tests.helpers.corpus import synthetic_corpus
+
 SHARED_DATA = Path(os.environ.get("PIPELINE_DATA", ROOT.parent / "shared" / "data"))
 
 
@@ -28,26 +30,6 @@ def _few_threads(monkeypatch):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-
-
-def synthetic_corpus(path: Path, num_docs: int = 400, seed: int = 0) -> Path:
-    """A small deterministic English-like corpus with learnable structure (templated sentences)."""
-    import random
-
-    rng = random.Random(seed)
-    subjects = ["the cat", "a dog", "the old man", "my sister", "the bird", "a young girl", "the teacher"]
-    verbs = ["sees", "likes", "follows", "paints", "finds", "helps", "watches"]
-    objects = ["the red ball", "a green tree", "the small house", "a blue car", "the tall tower", "an apple"]
-    places = ["in the park", "near the river", "at school", "in the garden", "on the hill"]
-    lines = []
-    for _ in range(num_docs):
-        sentences = [
-            f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(places)} ."
-            for _ in range(rng.randint(2, 6))
-        ]
-        lines.append(" ".join(sentences))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +57,26 @@ def tiny_shards(tmp_path_factory) -> Path:
     ]
     assert main(args) == 0
     return shards
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tiny_shards, tmp_path_factory) -> Path:
+    """``final/`` of a 4-step tiny pretraining run on ``tiny_shards``."""
+    from pipeline.cli import main
+    from tests.helpers.loop import reset_accelerate
+
+    out = tmp_path_factory.mktemp("pretrained")
+    reset_accelerate()
+    args = [
+        "pretrain",
+        f"data.shards={tiny_shards}",
+        f"output_dir={out}",
+        "model.preset=tiny",
+        "train.max_steps=4",
+        "train.batch_size=8",
+        "train.lr=1e-3",
+        "train.progress=false",
+        "train.peak_tflops=1",
+    ]
+    assert main(args) == 0
+    return out / "final"

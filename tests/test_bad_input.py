@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from tests.test_finetune import tiny_pretrained, write_sentiment  # noqa: F401 (fixture)
-from tests.test_loop import reset_accelerate
+from tests.helpers import ROOT
+from tests.helpers.finetune import write_sentiment
+from tests.helpers.loop import reset_accelerate
 
 PRETRAIN = ["train.max_steps=1", "train.batch_size=2", "train.lr=1e-3", "train.progress=false"]
 
@@ -196,7 +197,7 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def ctx(tiny_shards, tiny_pretrained, tmp_path_factory):  # noqa: F811 (the imported fixture)
+def ctx(tiny_shards, tiny_pretrained, tmp_path_factory):
     tsv = write_sentiment(tmp_path_factory.mktemp("tsv") / "ok.tsv", 20, 0)
     return {"shards": tiny_shards, "model": tiny_pretrained, "tsv": tsv}
 
@@ -230,9 +231,7 @@ def test_gpu_launch_config_without_gpu(ctx, tmp_path):
         f"output_dir={tmp_path / 'out'}",
         *PRETRAIN,
     ]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1]
-    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode != 0
     assert "asks for a GPU (use_cpu: false) but this machine has no CUDA device" in proc.stderr
     assert not (tmp_path / "out").exists()

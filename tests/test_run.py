@@ -6,8 +6,8 @@ import json
 import random
 
 from pipeline.cli import main
-from tests.conftest import synthetic_corpus
-from tests.test_loop import reset_accelerate
+from tests.helpers.corpus import synthetic_corpus
+from tests.helpers.loop import reset_accelerate
 
 
 def test_run_end_to_end_then_skip(tmp_path, capsys):

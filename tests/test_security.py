@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.finetune.model import FinetuneModelConfig
-from tests.test_loop import run
+from pipeline.finetune import FinetuneModelConfig
+from tests.helpers.loop import run
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 

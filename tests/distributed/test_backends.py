@@ -22,7 +22,8 @@ import math
 
 import pytest
 import torch
-from dist_harness import (
+
+from tests.helpers.distributed import (
     BACKENDS,
     STOPPED,
     build_shards,

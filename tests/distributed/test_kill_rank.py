@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from tests.distributed import dist_harness as h
+from tests.helpers import distributed as h
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 STEPS = dict(max_steps=12, save_every=2, eval_every=6, keep_checkpoints=2)

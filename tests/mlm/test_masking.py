@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.config import ConfigError
 from pipeline.errors import PipelineError
-from pipeline.mlm.masking import IGNORE_INDEX, Masker, MaskingConfig
+from pipeline.mlm import Masker, MaskingConfig
+from pipeline.train import IGNORE_INDEX
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIALS = [PAD, UNK, CLS, SEP, MASK]

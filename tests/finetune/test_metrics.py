@@ -13,7 +13,7 @@ from seqeval.scheme import IOB2
 from sklearn.metrics import accuracy_score, matthews_corrcoef
 from sklearn.metrics import f1_score as sk_f1
 
-from pipeline.finetune.metrics import classification_metrics, extract_spans, ner_metrics, regression_metrics
+from pipeline.finetune import classification_metrics, extract_spans, ner_metrics, regression_metrics
 
 
 def test_classification_by_hand():

@@ -4,110 +4,14 @@ equivalence, schedules, checkpoint rotation/atomicity, logging outputs."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState, PartialState
 
 from pipeline.config import from_dict
-from pipeline.train.accel import make_accelerator
-from pipeline.train.batches import GlobalBatchPlan
-from pipeline.train.checkpoint import CheckpointManager, export_model
-from pipeline.train.config import TrainConfig
-from pipeline.train.loop import TrainTask, fit
-from pipeline.train.optim import lr_schedule
-
-
-class ToyModel(torch.nn.Module):
-    """y = MLP(x) with dropout (exercises RNG restore); returns the summed squared error."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.1), torch.nn.Linear(16, 1))
-
-    def forward(self, x, y, weight):
-        err = (self.net(x).squeeze(-1) - y) ** 2
-        return {"loss_sum": (err * weight).sum()}
-
-
-DATA_X = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
-DATA_Y = (DATA_X @ np.arange(8, dtype=np.float32) / 8).astype(np.float32)
-
-
-def reset_accelerate():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    PartialState._reset_state()
-
-
-def toy_task(cfg: TrainConfig, accelerator) -> TrainTask:
-    torch.manual_seed(cfg.seed)
-    model = ToyModel()
-    plan = GlobalBatchPlan(
-        len(DATA_X),
-        cfg.batch_size,
-        cfg.grad_accum,
-        accelerator.num_processes,
-        accelerator.process_index,
-        cfg.seed,
-    )
-
-    def make_batch(step, micro):
-        idx = plan.samples(plan.positions(step, micro))
-        return {
-            "x": torch.from_numpy(DATA_X[idx]),
-            "y": torch.from_numpy(DATA_Y[idx]),
-            "weight": torch.ones(len(idx)),
-            "num_targets": len(idx),
-            "num_tokens": len(idx),
-        }
-
-    def evaluate(m):
-        out = m(torch.from_numpy(DATA_X), torch.from_numpy(DATA_Y), torch.ones(len(DATA_X)))
-        return {"eval/loss": out["loss_sum"].item() / len(DATA_X)}
-
-    def export(acc, m, path):
-        export_model_plain(acc, m, path)
-
-    return TrainTask(
-        model=model, make_batch=make_batch, export=export, evaluate=evaluate, flops_per_token=100.0
-    )
-
-
-def export_model_plain(acc, model, path: Path):
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(acc.unwrap_model(model).state_dict(), path / "weights.pt")
-
-
-def run(tmp: Path, **train) -> tuple[dict, list[dict], dict | None]:
-    reset_accelerate()
-    base = dict(
-        max_steps=8,
-        batch_size=4,
-        lr=1e-2,
-        eval_every=4,
-        save_every=4,
-        log_every=1,
-        peak_tflops=1.0,
-        progress=False,
-        prefetch=2,
-        warmup_steps=2,
-    )
-    cfg = from_dict(TrainConfig, {**base, **train})
-    acc = make_accelerator(cfg, tmp)
-    summary = fit(acc, cfg, toy_task(cfg, acc), tmp, cfg)
-    lines = [json.loads(line) for line in (tmp / "metrics.jsonl").read_text().splitlines()]
-    final = tmp / "final" / "weights.pt"
-    weights = torch.load(final, weights_only=True) if final.exists() else None
-    return summary, lines, weights
-
-
-def train_losses(lines):
-    return {r["step"]: r["train/loss"] for r in lines if "train/loss" in r}
+from pipeline.train import CheckpointManager, TrainConfig, export_model, lr_schedule, make_accelerator
+from tests.helpers.loop import reset_accelerate, run, train_losses
 
 
 def test_exact_resume_bit_identical(tmp_path):
@@ -230,7 +134,7 @@ def test_export_model_strips_wrapper_prefix(tmp_path):
 def test_no_weight_decay_on_biases_and_norms():
     from transformers import BertConfig, BertForMaskedLM
 
-    from pipeline.train.optim import param_groups
+    from pipeline.train import param_groups
 
     model = BertForMaskedLM(
         BertConfig(

@@ -18,10 +18,9 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.stages.tokenizer import Config
-from pipeline.text.tokenizer import SPECIALS, save_tokenizer, to_transformers, train_tokenizer
-from pipeline.text.word_boundaries import word_continuation_table
+from pipeline.text import SPECIALS, save_tokenizer, to_transformers, train_tokenizer, word_continuation_table
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL_TYPES = ["wordpiece", "bpe", "unigram"]
 EXPECTED_IDS = {
     "wordpiece": {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4},

@@ -1,6 +1,7 @@
-"""Harness for the multi-process CPU tests: a tiny shard set, and `pipeline pretrain` runs launched
-as subprocesses - single process, or `accelerate launch --num_processes 2` with one of the
-shipped launch configs (launch/accelerate/*.yaml) - plus readers for what the runs leave behind.
+"""Harness for the multi-process CPU tests (tests/distributed/): a tiny shard set, and `pipeline
+pretrain` runs launched as subprocesses - single process, or `accelerate launch --num_processes 2`
+with one of the shipped launch configs (launch/accelerate/*.yaml) - plus readers for what the runs
+leave behind.
 
 The launch configs are used as users use them, with ``--num_processes 2 --mixed_precision no``
 on the command line (CPU, fp32).  What CPU needs on top is environment only: ``DS_ACCELERATOR=cpu``

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.config import from_dict
 from pipeline.errors import PipelineError
+from pipeline.finetune import FinetuneDataConfig, extract_spans
 from pipeline.finetune.conll import (
     Sentence,
     build_tag_set,
@@ -17,8 +18,6 @@ from pipeline.finetune.conll import (
     read_conll,
     to_iob2,
 )
-from pipeline.finetune.data import FinetuneDataConfig
-from pipeline.finetune.metrics import extract_spans
 
 WORDS = "the movie was good john went to paris with mary in june london".split()
 

@@ -21,10 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.mlm.masking import IGNORE_INDEX, Masker, MaskingConfig
-from pipeline.mlm.models import ModelConfig, SparseMLM, build_mlm_model
-from pipeline.train.config import TrainConfig
-from pipeline.train.optim import build_optimizer
+from pipeline.mlm import Masker, MaskingConfig, ModelConfig, SparseMLM, build_mlm_model
+from pipeline.train import IGNORE_INDEX, TrainConfig, build_optimizer
 
 VOCAB, SEQ_LEN, BATCH = 200, 32, 6  # vocab 200 is padded to 256 rows: padded rows must not matter
 SPECIAL = {"pad_id": 0, "unk_id": 1, "cls_id": 2, "sep_id": 3, "mask_id": 4}

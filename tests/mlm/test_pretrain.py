@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.cli import main
-from tests.test_loop import reset_accelerate
+from tests.helpers.loop import reset_accelerate
 
 TINY = [
     "model.preset=tiny",

@@ -1,7 +1,7 @@
 """Tests of ``ShardReader`` (pipeline/shards/reader.py): O(1) access, ``take``, validation on open,
 corrupted / truncated shards, and the uint32 path for vocabularies over 65535 tokens.
 
-Run: ``python -m pytest tests/test_shard_reader.py -q``.
+Run: ``python -m pytest tests/shards/test_shard_reader.py -q``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from pipeline.errors import PipelineError
 from pipeline.shards import ShardReader
-from tests.shard_helpers import SPECIALS, save_tokenizer, shard, small_corpus, small_wordpiece
+from tests.helpers.shards import SPECIALS, save_tokenizer, shard, small_corpus, small_wordpiece
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Shared helpers of the shard tests (tests/test_shards.py, tests/test_shard_reader.py): a tiny
-WordPiece tokenizer, synthetic corpora, a config builder and byte-level comparison of shard sets."""
+"""Shared helpers of the shard tests (tests/shards/): a tiny WordPiece tokenizer, synthetic
+corpora, a config builder and byte-level comparison of shard sets."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 from pipeline.config import from_dict
-from pipeline.shards import ShardReader
-from pipeline.shards.build import build_shards
+from pipeline.shards import ShardReader, build_shards
 from pipeline.stages.shard import Config
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -10,65 +10,8 @@ import pytest
 import torch
 
 from pipeline.cli import main
-from tests.test_loop import reset_accelerate
-
-FAST = [
-    "train.batch_size=16",
-    "train.lr=3e-3",
-    "train.warmup_steps=3",
-    "train.log_every=5",
-    "train.progress=false",
-    "train.peak_tflops=1",
-    "train.save_every=0",
-    "model.classifier_dropout=0.0",
-]
-WORDS = ["cat", "dog", "bird", "ball", "tree", "house", "car", "apple", "river", "park"]
-
-
-@pytest.fixture(scope="session")
-def tiny_pretrained(tiny_shards, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pretrained")
-    reset_accelerate()
-    args = [
-        "pretrain",
-        f"data.shards={tiny_shards}",
-        f"output_dir={out}",
-        "model.preset=tiny",
-        "train.max_steps=4",
-        "train.batch_size=8",
-        "train.lr=1e-3",
-        "train.progress=false",
-        "train.peak_tflops=1",
-    ]
-    assert main(args) == 0
-    return out / "final"
-
-
-def finetune(out: Path, *args: str) -> int:
-    reset_accelerate()
-    return main(["finetune", f"output_dir={out}", *FAST, *args])
-
-
-def sentence(rng: random.Random, with_word: str | None = None) -> str:
-    words = [rng.choice(WORDS[2:]) for _ in range(rng.randint(4, 8))]
-    if with_word:
-        words.insert(rng.randrange(len(words)), with_word)
-    return "the " + " ".join(words) + " ."
-
-
-def write_sentiment(path: Path, n: int, seed: int) -> Path:
-    """label = 1 if the sentence mentions 'cat', 0 if 'dog': learnable in a few dozen steps."""
-    rng = random.Random(seed)
-    rows = ["sentence\tlabel"]
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        rows.append(f"{sentence(rng, 'cat' if label else 'dog')}\t{label}")
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return path
-
-
-def results(out: Path) -> dict:
-    return json.loads((out / "eval_results.json").read_text())
+from tests.helpers.finetune import WORDS, finetune, results, sentence, write_sentiment
+from tests.helpers.loop import reset_accelerate
 
 
 def test_classification_learns_and_writes_outputs(tiny_pretrained, tmp_path):
@@ -310,7 +253,7 @@ def test_glue_configs_run(task, shared_data, tiny_pretrained, tmp_path):
 def test_finetune_dropout_is_set_on_the_pretrained_model(tiny_pretrained):
     """Pretraining runs without dropout (its default); fine-tuning turns model.dropout back on."""
     from pipeline.config import from_dict
-    from pipeline.finetune.model import FinetuneModelConfig, build_model, load_tokenizer
+    from pipeline.finetune import FinetuneModelConfig, build_model, load_tokenizer
 
     saved = json.loads((tiny_pretrained / "config.json").read_text())
     assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.0

@@ -12,13 +12,16 @@ import torch
 
 from pipeline.config import from_dict
 from pipeline.errors import PipelineError
-from pipeline.finetune.conll import Sentence, build_tag_set
-from pipeline.finetune.data import Example, FinetuneDataConfig, read_table
-from pipeline.finetune.features import (
+from pipeline.finetune import (
     ClassificationDataset,
+    Example,
+    FinetuneDataConfig,
+    Sentence,
     TokenClassificationDataset,
+    build_tag_set,
     collate_dynamic,
     plan_windows,
+    read_table,
     word_predictions,
 )
 

@@ -1,8 +1,8 @@
 """Tests of ``pipeline shard``: round trip, determinism, resume after a failure or SIGKILL, workers +
-merge, bad input; the reader has its own file (tests/test_shard_reader.py).
+merge, bad input; the reader has its own file (tests/shards/test_shard_reader.py).
 
-Run: ``python -m pytest tests/test_shards.py -q`` (``-m "not slow"`` skips the WikiText-2 test).
-Small tokenizers are built with ``tokenizers`` (tests/shard_helpers.py); the WikiText-2 test uses
+Run: ``python -m pytest tests/shards/test_shards.py -q`` (``-m "not slow"`` skips the WikiText-2 test).
+Small tokenizers are built with ``tokenizers`` (tests/helpers/shards.py); the WikiText-2 test uses
 the tokenizer stage.
 """
 
@@ -27,10 +27,9 @@ from pipeline.shards import ShardReader
 from pipeline.shards.encode import split_key, validation_mask
 from pipeline.shards.plan import UnitWriter, partition
 from pipeline.stages.shard import Config
-from pipeline.text.corpus import CorpusConfig, iter_documents
-from tests.shard_helpers import CORPUS_DOCS, shard, small_corpus, small_wordpiece, tree_bytes, unpack
-
-ROOT = Path(__file__).resolve().parents[1]
+from pipeline.text import CorpusConfig, iter_documents
+from tests.helpers import ROOT
+from tests.helpers.shards import CORPUS_DOCS, shard, small_corpus, small_wordpiece, tree_bytes, unpack
 
 
 @pytest.fixture(scope="module")

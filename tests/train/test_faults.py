@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 
 from pipeline.config import from_dict
 from pipeline.errors import PipelineError
-from pipeline.train.config import TrainConfig
-from tests.test_loop import DATA_X, reset_accelerate, run
+from pipeline.train import TrainConfig
+from tests.helpers.loop import DATA_X, reset_accelerate, run
 
 STEPS = 24
 
@@ -135,7 +135,7 @@ def test_sigterm_checkpoints_and_exits_75_then_resumes(tiny_shards, uninterrupte
 
 
 def test_nonfinite_skip_counts_and_continues(tmp_path, monkeypatch):
-    import tests.test_loop as toy
+    import tests.helpers.loop as toy
 
     poisoned = DATA_X.copy()
     poisoned[5] = np.nan  # one sample: whichever step draws it gets a NaN loss and gradient
@@ -148,7 +148,7 @@ def test_nonfinite_skip_counts_and_continues(tmp_path, monkeypatch):
 
 
 def test_nonfinite_stop_names_the_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):
-    import tests.test_loop as toy
+    import tests.helpers.loop as toy
 
     run(tmp_path, max_steps=4, save_every=4, eval_every=0)  # a good checkpoint at step 4
     poisoned = DATA_X.copy()
@@ -194,7 +194,7 @@ def test_low_disk_space_is_refused_before_training(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple
 
-    from pipeline.train.runner import prepare_output_dir
+    from pipeline.train import prepare_output_dir
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import ConfigError, from_dict
 from pipeline.errors import PipelineError
-from pipeline.finetune.data import (
+from pipeline.finetune import (
     Example,
     FinetuneDataConfig,
     build_label_set,

@@ -13,8 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.text.corpus import CorpusConfig, iter_corpus, iter_documents
-from pipeline.text.inputs import is_hub_name, resolve_inputs
+from pipeline.text import CorpusConfig, is_hub_name, iter_corpus, iter_documents, resolve_inputs
 
 DOCS = ["first document, with a comma", 'second "quoted" one', "third: ünïcödé ✓"]
 

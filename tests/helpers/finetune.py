@@ -1,0 +1,53 @@
+"""Fine-tuning test data and a fast `pipeline finetune` call (tests/finetune/, tests/test_bad_input.py).
+
+``write_sentiment`` writes a learnable sentiment table (label 1 iff the sentence mentions 'cat');
+``finetune(out, *overrides)`` runs the stage with fast settings (``FAST``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from pipeline.cli import main
+from tests.helpers.loop import reset_accelerate
+
+FAST = [
+    "train.batch_size=16",
+    "train.lr=3e-3",
+    "train.warmup_steps=3",
+    "train.log_every=5",
+    "train.progress=false",
+    "train.peak_tflops=1",
+    "train.save_every=0",
+    "model.classifier_dropout=0.0",
+]
+WORDS = ["cat", "dog", "bird", "ball", "tree", "house", "car", "apple", "river", "park"]
+
+
+def finetune(out: Path, *args: str) -> int:
+    reset_accelerate()
+    return main(["finetune", f"output_dir={out}", *FAST, *args])
+
+
+def sentence(rng: random.Random, with_word: str | None = None) -> str:
+    words = [rng.choice(WORDS[2:]) for _ in range(rng.randint(4, 8))]
+    if with_word:
+        words.insert(rng.randrange(len(words)), with_word)
+    return "the " + " ".join(words) + " ."
+
+
+def write_sentiment(path: Path, n: int, seed: int) -> Path:
+    """label = 1 if the sentence mentions 'cat', 0 if 'dog': learnable in a few dozen steps."""
+    rng = random.Random(seed)
+    rows = ["sentence\tlabel"]
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        rows.append(f"{sentence(rng, 'cat' if label else 'dog')}\t{label}")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def results(out: Path) -> dict:
+    return json.loads((out / "eval_results.json").read_text())
