@@ -42,6 +42,11 @@ class ShardConfig:
     keep_parts: bool = option(False, "keep the encoded work units (output_dir/parts) after merging")
     num_proc: int = option(0, "local encoding processes; 0 = one per available CPU core")
     batch_size: int = option(1000, "documents per batch handed to the tokenizer")
+    fast_encode: bool = option(
+        True,
+        "encode each distinct word of a batch once where the tokenizer splits on spaces (BERT-style); "
+        "the ids are the same as document by document (false)",
+    )
     verify: bool = option(True, "after writing, re-read every shard and check its sha256")
     progress: bool = option(True, "show progress bars")
     corpus: CorpusConfig = section(CorpusConfig, "how input files are read")

@@ -204,6 +204,11 @@ def _bad_tokenizer_dir(tmp_path: Path) -> Path:
         ("no tokens", {"input": ["{tmp}/junk.txt"]}, "yields zero tokens"),
         ("tokenizer missing", {"tokenizer": "{tmp}/no_tokenizer"}, "tokenizer: directory not found"),
         ("not a tokenizer", {"tokenizer": "{tmp}/not_a_tokenizer"}, "not a tokenizer directory"),
+        (
+            "broken tokenizer.json",
+            {"tokenizer": "{tmp}/broken_tokenizer"},
+            "tokenizer: cannot load a tokenizer",
+        ),
         ("seq_len too long", {"seq_len": 1024}, "larger than the tokenizer's model_max_length=512"),
         ("seq_len too short", {"seq_len": 4}, "seq_len: must be >= 8"),
         ("val_fraction 1", {"val_fraction": 1.0}, r"val_fraction: must be in \[0, 1\)"),
@@ -217,6 +222,8 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "junk.txt").write_text("\x01\x02\n\x03\n", encoding="utf-8")
     _bad_tokenizer_dir(tmp_path)
+    (tmp_path / "broken_tokenizer").mkdir()
+    (tmp_path / "broken_tokenizer" / "tokenizer.json").write_text('{"model": {"type": "Nope"}}')
     values = {
         k: (
             [v.format(tmp=tmp_path) for v in val]
@@ -246,6 +253,20 @@ def test_cli_reports_errors_in_one_line(tmp_path, capsys):
     )
     assert code == 2
     assert capsys.readouterr().err.strip().startswith("error: input file not found")
+
+
+def test_the_shard_stage_does_not_import_transformers(corpus, tokenizer_dir, tmp_path):
+    """Importing transformers costs seconds per run; the encoder needs only ``tokenizers``."""
+    code = "import sys; from pipeline.cli import main; code = main(sys.argv[1:]); print(sorted(sys.modules))"
+    args = [f"input={json.dumps([str(p) for p in corpus])}", f"tokenizer={tokenizer_dir}"]
+    args += [f"output_dir={tmp_path / 's'}", "seq_len=32", "val_fraction=0.2", "progress=false"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "shard", *args], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    modules = proc.stdout.strip().splitlines()[-1]
+    assert "'tokenizers'" in modules and "'transformers'" not in modules and "'torch'" not in modules
 
 
 def test_example_config_loads():
