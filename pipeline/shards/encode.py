@@ -101,8 +101,19 @@ class _Item:
     documents: int = 0
 
 
+_BATCH_CHARS = 1 << 23  # a batch also ends at this many characters: long documents keep memory flat
+
+
 def _batches(docs: Iterator[str], size: int) -> Iterator[list[str]]:
-    while batch := list(itertools.islice(docs, size)):
+    batch: list[str] = []
+    chars = 0
+    for doc in docs:
+        batch.append(doc)
+        chars += len(doc)
+        if len(batch) == size or chars >= _BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
         yield batch
 
 

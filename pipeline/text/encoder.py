@@ -48,6 +48,7 @@ _PER_CHAR_NORMALIZERS = {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "N
 _SPACE_DROPPING = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
 _LOCAL_SPLITTERS = _SPACE_DROPPING | {"Punctuation", "Digits"}
 _NO_LIMIT = int(1e30)  # transformers' "no model_max_length"
+_JOINED_WORDS = 8192  # distinct words per joined string
 
 
 @dataclass(frozen=True)
@@ -203,14 +204,18 @@ class IdEncoder:
         return distinct_ids[gather], np.add.reduceat(lengths, text_starts)
 
     def _distinct(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The ids of distinct words: one encoder call on the joined string where that is exact."""
-        if self.separator is not None:
-            content, separator_id = self.separator
-            joined = content.join(words) + content
-            if joined.count(content) == len(words):  # no word holds the separator's text
-                encoding = self.tokenizer.encode_batch_fast([joined], add_special_tokens=False)[0]
-                ids = np.array(encoding.ids, dtype=np.uint32)
-                ends = np.flatnonzero(ids == separator_id)
-                if len(ends) == len(words):
-                    return ids[ids != separator_id], np.diff(ends, prepend=-1) - 1
-        return self._one_by_one(words)
+        """The ids of distinct words: joined strings (several, so that the Rust encoder's threads,
+        where enabled, share them) where that is exact, else one by one."""
+        if self.separator is None:
+            return self._one_by_one(words)
+        content, separator_id = self.separator
+        groups = [words[start : start + _JOINED_WORDS] for start in range(0, len(words), _JOINED_WORDS)]
+        joined = [content.join(group) + content for group in groups]
+        if any(text.count(content) != len(group) for text, group in zip(joined, groups)):
+            return self._one_by_one(words)  # a word holds the separator's text
+        encodings = self.tokenizer.encode_batch_fast(joined, add_special_tokens=False)
+        ids = np.concatenate([np.array(encoding.ids, dtype=np.uint32) for encoding in encodings])
+        ends = np.flatnonzero(ids == separator_id)
+        if len(ends) != len(words):  # a word encoded to the separator's id
+            return self._one_by_one(words)
+        return ids[ids != separator_id], np.diff(ends, prepend=-1) - 1

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer
 
 from pipeline.text import IdEncoder, read_tokenizer_dir, save_tokenizer, to_transformers, train_tokenizer
+from pipeline.text import encoder as encoder_module
 from pipeline.text.encoder import splits_on_spaces
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -83,7 +84,9 @@ def _split(ids: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("name", list(WORD_MODE))
-def test_word_mode_gives_the_ids_of_encoding_each_document(name):
+@pytest.mark.parametrize("joined_words", [8192, 7])
+def test_word_mode_gives_the_ids_of_encoding_each_document(name, joined_words, monkeypatch):
+    monkeypatch.setattr(encoder_module, "_JOINED_WORDS", joined_words)  # one joined string, or many
     tok = WORD_MODE[name]()
     encoder = IdEncoder(tok.to_str())
     assert encoder.word_mode and encoder.separator == ("[PAD]", 0)
@@ -92,6 +95,27 @@ def test_word_mode_gives_the_ids_of_encoding_each_document(name):
     # a word that holds the separator's text ([PAD]): that batch falls back, same ids
     for text in TRICKY[8:10]:
         assert _split(*encoder.encode([text])) == _reference(tok, [text])
+
+
+@pytest.mark.parametrize("joined_words", [8192, 7])
+def test_word_mode_encodes_each_distinct_word_once_in_joined_strings(joined_words, monkeypatch):
+    monkeypatch.setattr(encoder_module, "_JOINED_WORDS", joined_words)
+    tok = WORD_MODE["bert"]()
+    encoder = IdEncoder(tok.to_str())
+    seen: list[list[str]] = []
+    original = encoder.tokenizer
+
+    class Recorder:  # the Rust tokenizer's methods are read-only: wrap it to see what it is given
+        def encode_batch_fast(self, texts, add_special_tokens):
+            seen.append(list(texts))
+            return original.encode_batch_fast(texts, add_special_tokens=add_special_tokens)
+
+    encoder.tokenizer = Recorder()
+    texts = [" ".join(["the", "cat", "sat"] * 50 + [f"w{i}" for i in range(20)])] * 5
+    assert _split(*encoder.encode(texts)) == _reference(tok, texts)
+    assert len(seen) == 1  # one call: no fallback to encoding word by word
+    assert sum(text.count("[PAD]") for text in seen[0]) == 3 + 20  # each distinct word once
+    assert len(seen[0]) == -(-23 // joined_words)
 
 
 def test_without_a_separator_distinct_words_are_encoded_one_by_one():
