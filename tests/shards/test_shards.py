@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,15 @@ from pipeline.shards.plan import UnitWriter, partition
 from pipeline.stages.shard import Config
 from pipeline.text import CorpusConfig, iter_documents
 from tests.helpers import ROOT
-from tests.helpers.shards import CORPUS_DOCS, shard, small_corpus, small_wordpiece, tree_bytes, unpack
+from tests.helpers.shards import (
+    CORPUS_DOCS,
+    shard,
+    small_corpus,
+    small_wordpiece,
+    to_version_1,
+    tree_bytes,
+    unpack,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +60,14 @@ def reference(tmp_path_factory, corpus, tokenizer_dir) -> Path:
 
 
 # ----------------------------------------------------------------------------- writer
+
+
+def _hand_statistics(docs: list[list[int]]) -> tuple[float, float]:
+    """Unigram entropy (nats) and top token share of the documents' tokens, specials (ids 0-4) excluded."""
+    counts = Counter(token for doc in docs for token in doc if token > 4)
+    total = sum(counts.values())
+    entropy = -sum(c / total * math.log(c / total) for c in counts.values())
+    return entropy, max(counts.values()) / total
 
 
 def test_round_trip_packing_and_split(reference, corpus, tokenizer_dir):
@@ -75,7 +92,15 @@ def test_round_trip_packing_and_split(reference, corpus, tokenizer_dir):
         assert info["num_documents"] == len(docs)
         assert info["num_sequences"] == len(reader) == math.ceil(stream / (32 - 2))
         assert info["num_tokens"] == stream + 2 * info["num_sequences"]
-        assert len(info["shards"]) == math.ceil(info["num_sequences"] / 50)
+        assert info["num_shards"] == math.ceil(info["num_sequences"] / 50) and info["shard_size"] == 50
+        index = (reference / info["index"]["file"]).read_text().splitlines()
+        assert [line.split("\t")[:2] for line in index] == [
+            [f"{split}-{i:05d}.bin", str(min(50, info["num_sequences"] - 50 * i))]
+            for i in range(info["num_shards"])
+        ]
+        assert _hand_statistics(docs) == pytest.approx(
+            (info["unigram_entropy"], info["top_token_fraction"]), abs=1e-8
+        )
     assert manifest["totals"]["documents"] == sum(map(len, expected.values()))
     assert manifest["dtype"] == "uint16" and manifest["tokenizer"]["vocab_size"] == len(tok)
     assert (reference / "tokenizer" / "tokenizer.json").read_bytes() == (
@@ -95,6 +120,13 @@ def test_rerun_of_complete_set_is_a_noop(reference, corpus, tokenizer_dir, capsy
     shard(corpus, tokenizer_dir, reference)
     assert "already complete" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in reference.rglob("*")} == before
+
+
+def test_a_set_in_an_older_format_is_rewritten(reference, corpus, tokenizer_dir, tmp_path, capsys):
+    old = to_version_1(reference, tmp_path / "old")
+    shard(corpus, tokenizer_dir, old)
+    assert "already complete" not in capsys.readouterr().out
+    assert tree_bytes(old) == tree_bytes(reference)
 
 
 def test_resume_after_injected_failure(reference, corpus, tokenizer_dir, tmp_path, monkeypatch):
