@@ -8,6 +8,7 @@ Used by the pretrain stage and MLM data (``pipeline.mlm.data``)::
 
 from __future__ import annotations
 
+import mmap
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from pipeline.shards.layout import SplitLayout
 from pipeline.text import load_tokenizer
 
 __all__ = ["ShardReader"]
+
+_MADV_RANDOM = getattr(mmap, "MADV_RANDOM", None)  # absent on Windows
 
 
 class ShardReader:
@@ -37,12 +40,19 @@ class ShardReader:
     on open when the split has at most ``CHECK_ON_OPEN`` files (``check_files``); in larger sets
     each file is checked when first read - a stat of 10^5 files from every process is a storm on a
     parallel file system.  ``verify=True`` checks every file's size and sha256 on open.
+    ``random_access=True`` tells the kernel that rows are read in random order (``MADV_RANDOM``):
+    a row read from disk then reads its page, not the read-ahead window around it.
     Picklable (memory maps are reopened lazily), so DataLoader workers can share one."""
 
     CHECK_ON_OPEN = 4096
 
     def __init__(
-        self, path: str | Path, split: str = "train", verify: bool = False, max_open: int = 128
+        self,
+        path: str | Path,
+        split: str = "train",
+        verify: bool = False,
+        max_open: int = 128,
+        random_access: bool = True,
     ) -> None:
         self.root, self.manifest = read_manifest(path)
         self.split = split
@@ -53,7 +63,7 @@ class ShardReader:
         self.tokenizer_dir = self.root / str(tokenizer.get("dir", TOKENIZER_DIRNAME))
         self._check_tokenizer(tokenizer.get("sha256"))
         self.layout = SplitLayout.from_manifest(self.root, self.manifest, split)
-        self.max_open = max(1, max_open)
+        self.max_open, self.random_access = max(1, max_open), random_access
         self._maps: OrderedDict[int, np.memmap] = OrderedDict()
         if verify or self.layout.num_shards <= self.CHECK_ON_OPEN:
             self.check_files(verify)
@@ -154,6 +164,8 @@ class ShardReader:
             self._check_size(shard)
         shape = (self.layout.rows(shard), self.seq_len)
         mapped = np.memmap(self.layout.path(shard), dtype=self.dtype, mode="r", shape=shape)
+        if self.random_access and _MADV_RANDOM is not None and getattr(mapped, "_mmap", None) is not None:
+            mapped._mmap.madvise(_MADV_RANDOM)  # no read-ahead of 128 KB+ around every 256-byte row
         self._maps[shard] = mapped
         while len(self._maps) > self.max_open:
             self._maps.popitem(last=False)  # its file closes once no returned row views it
