@@ -32,6 +32,7 @@ Any other tokenizer (byte-level BPE and Metaspace keep spaces inside tokens; ``R
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from dataclasses import dataclass
 from itertools import chain, count, repeat
 from pathlib import Path
@@ -188,13 +189,11 @@ class IdEncoder:
         # joining with one space and splitting on it gives every text's pieces, in order
         words = " ".join(texts).split(" ")
         words_per_text = np.fromiter(map(str.count, texts, repeat(" ")), dtype=np.int64, count=len(texts)) + 1
-        # each word -> the position of its first occurrence (one C-level pass), then -> its rank
-        first_seen: dict[str, int] = {}
-        firsts = np.fromiter(map(first_seen.setdefault, words, count()), dtype=np.int64, count=len(words))
-        codes = np.searchsorted(
-            np.fromiter(first_seen.values(), dtype=np.int64, count=len(first_seen)), firsts
-        )
-        distinct_ids, distinct_lengths = self._distinct(list(first_seen))
+        # each word -> its rank among the distinct words, in one C-level pass (a missing key takes the
+        # counter's next value)
+        code_of: defaultdict[str, int] = defaultdict(count().__next__)
+        codes = np.fromiter(map(code_of.__getitem__, words), dtype=np.int64, count=len(words))
+        distinct_ids, distinct_lengths = self._distinct(list(code_of))
         lengths = distinct_lengths[codes]  # ids per word occurrence
         # gather: occurrence k's ids are distinct_ids[start[codes[k]] : ... + lengths[k]]
         sources = np.cumsum(distinct_lengths) - distinct_lengths

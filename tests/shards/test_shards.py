@@ -301,6 +301,30 @@ def test_the_shard_stage_does_not_import_transformers(corpus, tokenizer_dir, tmp
     assert "'tokenizers'" in modules and "'transformers'" not in modules and "'torch'" not in modules
 
 
+def test_hub_datasets_are_streamed(corpus, tokenizer_dir, tmp_path, monkeypatch):
+    """A hub corpus is read row by row from ``load_dataset(..., streaming=True)``: it never lands
+    whole in the datasets cache; the shards equal those of the same documents in a local file."""
+    import datasets
+
+    texts = corpus[0].read_text(encoding="utf-8").splitlines()
+    calls = []
+
+    class Rows:  # iteration only: no len(), no indexing, nothing to materialise
+        def __iter__(self):
+            return ({"text": text} for text in texts)
+
+    def fake_load_dataset(name, config=None, split=None, streaming=False):
+        calls.append((name, config, split, streaming))
+        return Rows()
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    hub = shard(["hf://someone/corpus"], tokenizer_dir, tmp_path / "hub", val_fraction=0.0)
+    local = shard([corpus[0]], tokenizer_dir, tmp_path / "local", val_fraction=0.0)
+    assert calls == [("someone/corpus", None, "train", True)]
+    assert hub["splits"]["train"]["index"] == local["splits"]["train"]["index"]  # same shard files
+    assert hub["inputs"] == [{"name": "hf://someone/corpus", "bytes": 0}]
+
+
 def test_example_config_loads():
     cfg = load_config(Config, ROOT / "configs" / "shard" / "wikitext2.yaml")
     assert cfg.seq_len == 128 and cfg.input == ["../shared/data/wikitext-2/train.txt"]
