@@ -14,14 +14,15 @@ directory).  Each side runs as its own subprocess, the sides alternating within 
   shards, manifest, sha256 verification of every shard - the stage's defaults);
 * ``ours-per-doc``: the same with ``fast_encode=false`` (every document encoded on its own, as
   before issue #15; the row shows what encoding distinct words once gives);
-* ``ours-before``: ``ours-per-doc`` after loading the tokenizer with ``AutoTokenizer`` first, as the
-  stage did before issue #15 (the row shows what dropping the ``transformers`` import gives);
+* ``ours-before``: ``ours-per-doc`` after loading the tokenizer with ``AutoTokenizer`` first, with
+  batches of 1000 documents, as the stage ran before issue #15 (the row shows what dropping the
+  ``transformers`` import gives);
 * ``hf``: ``load_dataset("text")`` -> ``map(tokenize, batched=True, num_proc=2)`` ->
   ``map(group_texts, batched=True, num_proc=2)`` -> ``save_to_disk`` (``bench.hf_recipes.mlm_dataset``).
 
-Two more sides are the ceilings: the encoder alone, reading the same lines in batches of 1000 on
-``NUM_PROC`` single-threaded worker processes and discarding the ids (no reading of formats,
-packing, writing or hashing).  ``tokenize`` encodes document by document (``encode_batch_fast``,
+Two more sides are the ceilings: the encoder alone, reading the same lines in batches of the
+stage's ``batch_size`` (4000) on ``NUM_PROC`` single-threaded worker processes and discarding the
+ids (no reading of formats, packing, writing or hashing).  ``tokenize`` encodes document by document (``encode_batch_fast``,
 the ceiling of ``ours-per-doc``, ``ours-before`` and of any pipeline built on that call);
 ``tokenize-words`` runs our ``IdEncoder`` (the ceiling of ``ours``).  How close a pipeline gets to
 its ceiling shows what is left to win outside the encoder.
@@ -35,6 +36,7 @@ workers), both sampled, and how much the tree's peak grows with a larger corpus.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -50,8 +52,11 @@ quiet_environment()
 import psutil  # noqa: E402
 
 from bench import workspace  # noqa: E402
+from pipeline.shards import ShardConfig  # noqa: E402
 
-SEQ_LEN, VOCAB, NUM_PROC, BATCH = 128, 8000, 2, 1000
+SEQ_LEN, VOCAB, NUM_PROC = 128, 8000, 2
+# documents per encoder call in the ceilings: the stage's default, so tokenize-words dedupes like ours
+BATCH = next(f.default for f in dataclasses.fields(ShardConfig) if f.name == "batch_size")
 # side -> the ceiling it is compared with (the encoder alone, doing what that side's encoder does)
 SIDES = {
     "ours": "tokenize-words",
@@ -186,18 +191,14 @@ def ours_before_child(corpus: str, out: str) -> None:
     from pipeline.cli import main
 
     AutoTokenizer.from_pretrained(workspace.tokenizer(VOCAB))
-    stage = side_argv("ours-per-doc", Path(corpus), Path(out))[4:]
+    stage = side_argv("ours-per-doc", Path(corpus), Path(out))[4:] + ["batch_size=1000"]  # its default
     if main(["shard", *stage]) != 0:
         raise SystemExit(1)
 
 
 def run_child(side: str, corpus: str, out: str) -> None:
-    if side == "hf":
-        hf_child(corpus, out)
-    elif side == "ours-before":
-        ours_before_child(corpus, out)
-    else:
-        tokenize_child(corpus, out, by_words=side == "tokenize-words")
+    children = {"hf": hf_child, "ours-before": ours_before_child}
+    children.get(side, lambda *a: tokenize_child(*a, by_words=side == "tokenize-words"))(corpus, out)
 
 
 def measure(side: str, corpus: Path, work: Path) -> dict:
