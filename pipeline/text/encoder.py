@@ -13,15 +13,16 @@ Word mode.  When the pre-tokenizer drops spaces (``BertPreTokenizer``, ``Whitesp
 ``WhitespaceSplit``), the normalizer works character by character (``BertNormalizer``, ``Lowercase``,
 ``NFC/NFD/NFKC/NFKD``, ``StripAccents``) and no added token contains whitespace, nothing the encoder
 does crosses an ASCII space: a document's ids are the concatenation of the ids of its
-``text.split(" ")`` pieces ("words").  Natural text repeats its words (WikiText-2: a batch of 1000
-documents has about 4.6 words per distinct word), so each distinct word of a batch is encoded once
-and the batch's ids are gathered from those with numpy.  There is no state across batches, so a
-corpus that repeats itself further apart than a batch gains nothing from it.
+``text.split(" ")`` pieces ("words").  Natural text repeats its words (WikiText-2: a batch of 4000
+documents, the shard stage's default, has 18 words per distinct word; 9 at 1000 documents), so
+each distinct word of a batch is encoded once and the batch's ids are gathered from those with
+numpy.  There is no state across batches, so a corpus that repeats itself further apart than a
+batch gains nothing from it.
 
 Joined words.  One ``Encoding`` per distinct word would cost more than the word (ids, tokens,
-offsets, masks...), so the distinct words are encoded as ONE string, joined by a special token
-that the encoder splits out before normalizing (``normalized: false``, no strip flags, sharing no
-characters at its ends with another added token): ``w1[SEP]w2[SEP]...``.  The separator's ids mark
+offsets, masks...), so the distinct words are encoded as a few long strings, joined by a special
+token that the encoder splits out before normalizing (``normalized: false``, no strip flags,
+sharing no characters at its ends with another added token): ``w1[PAD]w2[PAD]...``.  The separator's ids mark
 the words' ends.  If a word contains the separator's text, or the count of separators in the ids is
 off, that batch's distinct words are encoded one by one instead - the same ids, more slowly.
 
