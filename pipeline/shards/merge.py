@@ -4,8 +4,8 @@ Called by :func:`pipeline.shards.build.build_shards` (with one worker; with ``me
 the last of N workers to finish).  Reads every unit's stream in input order, packs it into
 ``[CLS] body [SEP]`` rows (the rule in :mod:`pipeline.shards.format`) and writes shard files into
 ``output_dir/.staging`` (with each split's index and token statistics); copies the tokenizer;
-moves the files into place and writes ``manifest.json`` last.  Then verifies the checksums, writes ``config.yaml`` and deletes ``parts/``
-(unless ``keep_parts``).
+moves the files into place and writes ``manifest.json`` last.  Then verifies the checksums, writes
+``config.yaml`` and deletes ``parts/`` (unless ``keep_parts``).
 """
 
 from __future__ import annotations
@@ -123,8 +123,7 @@ def _pack_split(plan: Plan, units: list[dict[str, Any]], split: str, staging: Pa
             packer.feed(piece)
             counter.add(piece)
     packer.finish()
-    files = writer.close()
-    sequences = writer.num_sequences
+    files, sequences = writer.close(), writer.num_sequences
     return {
         "num_documents": documents,
         "num_tokens": packer.real_tokens,
