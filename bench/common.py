@@ -163,14 +163,16 @@ def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]
 
 
 def git_commit() -> str:
-    """The checked-out commit (``+dirty`` when tracked files differ from it), or ``unknown``."""
+    """The checked-out commit (``+dirty`` when tracked files other than results differ from it), or
+    ``unknown``."""
     import subprocess
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+    return commit + ("+dirty" if changed else "")
 
 
 def write_results(name: str, payload: dict, machine: dict) -> Path:
