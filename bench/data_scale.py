@@ -147,6 +147,25 @@ def measure(shards: Path, step: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def measure_all(args, tokenizer: Path) -> list[dict]:
+    """One row per corpus size: build its simulated set, measure it in a fresh process, delete it."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.work_dir) as tmp:
+        for sequences in map(int, args.sequences.split(",")):
+            start = time.perf_counter()
+            shards = simulated_set(Path(tmp) / f"set-{sequences}", sequences, args.shard_size, tokenizer)
+            row = {**measure(shards, args.step), "create_s": time.perf_counter() - start}
+            rows.append(row)
+            print(
+                f"{sequences:,} sequences in {row['shard_files']:,} files: open {row['open_s'] * 1e3:.1f} ms, "
+                f"seek {row['seek_s'] * 1e3:.2f} ms, read {row['read_s'] * 1e3:.1f} ms, "
+                f"RSS +{row['rss_growth_mb']:.1f} MB (peak {row['peak_rss_after_mb']:.0f} MB)",
+                flush=True,
+            )
+            shutil.rmtree(shards)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequences", default="10000000,10000000000", help="comma-separated corpus sizes")
@@ -168,21 +187,7 @@ def main() -> None:
         from bench import workspace
 
         tokenizer = workspace.tokenizer(8000)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.work_dir) as tmp:
-        for sequences in map(int, args.sequences.split(",")):
-            start = time.perf_counter()
-            shards = simulated_set(Path(tmp) / f"set-{sequences}", sequences, args.shard_size, tokenizer)
-            made = time.perf_counter() - start
-            row = {**measure(shards, args.step), "create_s": made}
-            rows.append(row)
-            print(
-                f"{sequences:,} sequences in {row['shard_files']:,} files: open {row['open_s'] * 1e3:.1f} ms, "
-                f"seek {row['seek_s'] * 1e3:.2f} ms, read {row['read_s'] * 1e3:.1f} ms, "
-                f"RSS +{row['rss_growth_mb']:.1f} MB (peak {row['peak_rss_after_mb']:.0f} MB)",
-                flush=True,
-            )
-            shutil.rmtree(shards)
+    rows = measure_all(args, tokenizer)
     table = print_table(
         f"Open + plan + seek to step {args.step:,} + read a batch ({PROCESSES} x {BATCH} x {SEQ_LEN}), "
         f"{machine['cpu']}",

@@ -133,16 +133,8 @@ def permutation_costs(sizes=(10**6, 10**7, 10**10), batch: int = 32) -> list[dic
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=list(VOCAB), default="mini")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
-    machine = machine_info()
-    shards = workspace.shards(VOCAB[args.size])
+def wait_rows(args, shards) -> tuple[list[dict], list[dict]]:
+    """(median per prefetch setting, every run): prefetch 4 and 0 alternating, ``args.rounds`` times."""
     runs = []
     for _ in range(args.rounds):
         for prefetch in (4, 0):
@@ -159,6 +151,20 @@ def main() -> None:
             {key: median(r[key] for r in mine) for key in mine[0] if key != "prefetch"}
             | {"prefetch": prefetch}
         )
+    return rows, runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=list(VOCAB), default="mini")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    machine = machine_info()
+    shards = workspace.shards(VOCAB[args.size])
+    rows, runs = wait_rows(args, shards)
     seeks, extra = seek_times(args, shards)
     wait_table = print_table(
         f"Time blocked waiting for data, BERT {args.size} fp32, batch {args.batch_size} x 128, {machine['cpu']}",
@@ -188,18 +194,16 @@ def main() -> None:
             ("materialised_bytes", "its size, bytes", ","),
         ],
     )
-    write_results(
-        "dataloader_overhead",
-        {
-            "settings": vars(args),
-            "wait": rows,
-            "wait_runs": runs,
-            "seek": seeks,
-            **extra,
-            "table": wait_table + seek_table + scale_table,
-        },
-        machine,
-    )
+    tables = wait_table + seek_table + scale_table
+    payload = {
+        "settings": vars(args),
+        "wait": rows,
+        "wait_runs": runs,
+        "seek": seeks,
+        **extra,
+        "table": tables,
+    }
+    write_results("dataloader_overhead", payload, machine)
 
 
 if __name__ == "__main__":
