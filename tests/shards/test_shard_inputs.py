@@ -181,7 +181,10 @@ def test_wikitext2_8k_wordpiece_seq_len_128(shared_data, tmp_path):
     for info in manifest["splits"].values():
         stream = info["num_tokens"] - 2 * info["num_sequences"]
         assert info["num_sequences"] == math.ceil(stream / 126)
-        assert sum(s["num_sequences"] for s in info["shards"]) == info["num_sequences"]
+        index = (tmp_path / "wt2" / info["index"]["file"]).read_text().splitlines()
+        assert len(index) == info["num_shards"]
+        assert sum(int(line.split("\t")[1]) for line in index) == info["num_sequences"]
+        assert 5 < info["unigram_entropy"] < math.log(8000) and 0.01 < info["top_token_fraction"] < 0.2
     # every real token is a document token, a [SEP] between documents, or a row's [CLS]/[SEP]
     assert totals["tokens"] == sum(nonempty) + (totals["documents"] - 2) + 2 * totals["sequences"]
     assert 0.005 < manifest["splits"]["validation"]["num_documents"] / totals["documents"] < 0.015
