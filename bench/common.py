@@ -162,13 +162,27 @@ def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]
     return text
 
 
+def git_commit() -> str:
+    """The checked-out commit (``+dirty`` when tracked files other than results differ from it), or
+    ``unknown``."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+    return commit + ("+dirty" if changed else "")
+
+
 def write_results(name: str, payload: dict, machine: dict) -> Path:
     """Write ``bench/results/<name>.json`` atomically, with ``machine`` (from :func:`machine_info`,
-    taken when the benchmark started) and the command line."""
+    taken when the benchmark started), the command line and the git commit."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": name,
         "command": " ".join(["python", "-m", f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
+        "commit": git_commit(),
         "machine": machine,
         **payload,
     }

@@ -12,10 +12,10 @@ Run from the repository root (the venv active):
    compared with ``train.prefetch=0`` (batches built inline on the critical path), alternating.
    A small model is the hard case: the faster the step, the larger the share data preparation takes.
 2. Resume seek.  Resuming at optimizer step ``k`` starts the loop's batch stream at ``k`` (an O(1)
-   computation of global positions, plus that epoch's permutation) instead of replaying batches.
-   Measured: from creating the stream at ``k`` to holding its first batch, for early and very late
-   ``k`` (the permutation cache is cleared first, so each seek pays for its epoch's permutation),
-   and the cost of that permutation for larger corpora (10^6 and 10^7 sequences).
+   computation of global positions and of their samples in the keyed epoch order) instead of
+   replaying batches.  Measured: from creating the stream at ``k`` to holding its first batch, for
+   early and very late ``k``, and one batch's samples for larger corpora (10^6, 10^7 and 10^10
+   sequences) beside the materialised permutation the loop used before issue #15.
 
 Writes ``bench/results/dataloader_overhead.json``.
 """
@@ -83,7 +83,7 @@ def seek_times(args, shards) -> tuple[list[dict], dict]:
     steps_per_epoch = num_samples / train.global_batch(accelerator.num_processes)
     rows = []
     for step in (0, 1_000, 100_000, 10_000_000, 1_000_000_000):
-        batches._permutation.cache_clear()
+        batches.epoch_order.cache_clear()
         start = time.perf_counter()
         stream = batches.micro_batch_stream(task.make_batch, step, 1, cfg.train.prefetch)
         next(stream)
@@ -97,34 +97,44 @@ def seek_times(args, shards) -> tuple[list[dict], dict]:
     return rows, {"make_batch_ms": batch_build_ms(task.make_batch), "num_samples": num_samples}
 
 
-def permutation_costs(sizes=(10**6, 10**7)) -> list[dict]:
-    """What a seek pays for larger corpora: the epoch permutation is computed whole (O(N) time and
-    8N bytes), once per epoch and once per resume."""
+def permutation_costs(sizes=(10**6, 10**7, 10**10), batch: int = 32) -> list[dict]:
+    """What a seek pays as the corpus grows: the samples of one batch deep into an epoch, from the
+    keyed order (``pipeline.train.batches.epoch_order``, per position) and from a materialised
+    permutation (``numpy`` ``permutation(N)``, what the loop used before issue #15: O(N) time and
+    8N bytes, once per epoch and per resume; not run where it would not fit in memory)."""
+    import numpy as np
+
     from pipeline.train import batches
 
     rows = []
+    positions = np.arange(batch, dtype=np.int64)
+    batches.epoch_order(10, 0, 0)(positions[:1])  # first-call costs (imports) are not the order's
     for n in sizes:
-        batches._permutation.cache_clear()
+        batches.epoch_order.cache_clear()
         start = time.perf_counter()
-        batches._permutation(n, 0, 1)
+        batches.epoch_order(n, 0, 1)(positions + n // 2)
+        keyed = time.perf_counter() - start
+        materialised = None
+        if n <= 10**7:
+            start = time.perf_counter()
+            np.random.default_rng([0, 1]).permutation(n)[positions + n // 2]
+            materialised = time.perf_counter() - start
         rows.append(
-            {"sequences": n, "tokens_at_seq128": n * 128, "permutation_s": time.perf_counter() - start}
+            {
+                "sequences": n,
+                "tokens_at_seq128": n * 128,
+                "keyed_s": keyed,
+                "materialised_s": materialised,
+                "materialised_bytes": 8 * n,
+            }
         )
-        print(f"epoch permutation of {n:,} sequences: {rows[-1]['permutation_s']:.2f} s", flush=True)
-    batches._permutation.cache_clear()
+        print(f"{n:,} sequences: keyed order {keyed * 1e3:.2f} ms, materialised {materialised} s", flush=True)
+    batches.epoch_order.cache_clear()
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=list(VOCAB), default="mini")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
-    machine = machine_info()
-    shards = workspace.shards(VOCAB[args.size])
+def wait_rows(args, shards) -> tuple[list[dict], list[dict]]:
+    """(median per prefetch setting, every run): prefetch 4 and 0 alternating, ``args.rounds`` times."""
     runs = []
     for _ in range(args.rounds):
         for prefetch in (4, 0):
@@ -141,6 +151,20 @@ def main() -> None:
             {key: median(r[key] for r in mine) for key in mine[0] if key != "prefetch"}
             | {"prefetch": prefetch}
         )
+    return rows, runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=list(VOCAB), default="mini")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    machine = machine_info()
+    shards = workspace.shards(VOCAB[args.size])
+    rows, runs = wait_rows(args, shards)
     seeks, extra = seek_times(args, shards)
     wait_table = print_table(
         f"Time blocked waiting for data, BERT {args.size} fp32, batch {args.batch_size} x 128, {machine['cpu']}",
@@ -160,26 +184,26 @@ def main() -> None:
         [("step", "optimizer step k", ","), ("epoch", "epoch", ",.1f"), ("seek_s", "seek s", ".4f")],
     )
     scale_table = print_table(
-        "Seek cost that grows with the corpus: the epoch permutation",
+        "Seek cost as the corpus grows: one batch's samples, keyed order vs a materialised permutation",
         permutation_costs(),
         [
             ("sequences", "sequences in the split", ","),
             ("tokens_at_seq128", "tokens (seq 128)", ","),
-            ("permutation_s", "permutation s", ".2f"),
+            ("keyed_s", "keyed order s", ".5f"),
+            ("materialised_s", "materialised permutation s", ".2f"),
+            ("materialised_bytes", "its size, bytes", ","),
         ],
     )
-    write_results(
-        "dataloader_overhead",
-        {
-            "settings": vars(args),
-            "wait": rows,
-            "wait_runs": runs,
-            "seek": seeks,
-            **extra,
-            "table": wait_table + seek_table + scale_table,
-        },
-        machine,
-    )
+    tables = wait_table + seek_table + scale_table
+    payload = {
+        "settings": vars(args),
+        "wait": rows,
+        "wait_runs": runs,
+        "seek": seeks,
+        **extra,
+        "table": tables,
+    }
+    write_results("dataloader_overhead", payload, machine)
 
 
 if __name__ == "__main__":

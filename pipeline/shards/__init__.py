@@ -3,10 +3,13 @@
     manifest = build_shards(cfg)                          # pipeline shard (cfg: ShardConfig)
     train = ShardReader(cfg.output_dir, split="train")    # O(1) random access to packed rows
 
+    stats = token_statistics(cfg.output_dir, "train")    # unigram entropy, top token share
+
 Modules: ``config`` (:class:`ShardConfig`), ``format`` (layout, manifest, packing rule, file
-writers), ``reader`` (:class:`ShardReader`), ``plan`` (tokenizer check, work units, who encodes
-what), ``encode`` (tokenize into units), ``merge`` (units -> final shard set), ``build`` (the
-stage end to end).
+writers), ``layout`` (where a split's sequences live, any format version), ``reader``
+(:class:`ShardReader`), ``stats`` (token statistics), ``plan`` (tokenizer check, work units, who
+encodes what), ``encode`` (tokenize into units), ``merge`` (units -> final shard set), ``build``
+(the stage end to end).
 """
 
 from pipeline.shards.build import build_shards
@@ -20,6 +23,7 @@ from pipeline.shards.format import (
 )
 from pipeline.shards.merge import merge_parts
 from pipeline.shards.reader import ShardReader
+from pipeline.shards.stats import TokenCounter, token_statistics
 
 __all__ = [
     "FORMAT_VERSION",
@@ -28,8 +32,10 @@ __all__ = [
     "SPLITS",
     "ShardConfig",
     "ShardReader",
+    "TokenCounter",
     "build_shards",
     "dtype_for_vocab",
     "merge_parts",
     "read_manifest",
+    "token_statistics",
 ]

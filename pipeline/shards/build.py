@@ -78,21 +78,31 @@ def _claim_merge(plan: Plan) -> bool:
 def _print_summary(
     plan: Plan, manifest: dict[str, Any], seconds: float, units: dict[str, int] | None
 ) -> None:
-    files = sum(len(s["shards"]) for s in manifest["splits"].values())
+    files = sum(s["num_shards"] for s in manifest["splits"].values())
     console.info(
         f"shard: wrote {files} shard file(s) to {plan.out} (seq_len {plan.cfg.seq_len}, {manifest['dtype']})"
     )
     rows = [
         (name, *(info[f"num_{k}"] for k in ("documents", "tokens", "sequences")), info["padding_fraction"])
+        + (info["unigram_entropy"],)
         for name, info in manifest["splits"].items()
     ]
     totals = manifest["totals"]
     rows.append(
-        ("total", totals["documents"], totals["tokens"], totals["sequences"], totals["padding_fraction"])
+        (
+            "total",
+            totals["documents"],
+            totals["tokens"],
+            totals["sequences"],
+            totals["padding_fraction"],
+            None,
+        )
     )
-    for name, documents, tokens, sequences, padding in rows:
+    for name, documents, tokens, sequences, padding, entropy in rows:
+        unigram = "" if entropy is None else f", unigram entropy {entropy:.2f} nats"
         console.info(
-            f"  {name:<10} {documents:>12,} docs {tokens:>14,} tokens {sequences:>11,} sequences {padding:6.2%} padding"
+            f"  {name:<10} {documents:>12,} docs {tokens:>14,} tokens {sequences:>11,} sequences "
+            f"{padding:6.2%} padding{unigram}"
         )
     work = (
         ""

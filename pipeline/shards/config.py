@@ -41,7 +41,16 @@ class ShardConfig:
     )
     keep_parts: bool = option(False, "keep the encoded work units (output_dir/parts) after merging")
     num_proc: int = option(0, "local encoding processes; 0 = one per available CPU core")
-    batch_size: int = option(1000, "documents per batch handed to the tokenizer")
+    batch_size: int = option(
+        4000,
+        "documents per batch handed to the tokenizer (a batch also ends at 8M characters); larger "
+        "batches repeat more words, which fast_encode encodes once",
+    )
+    fast_encode: bool = option(
+        True,
+        "encode each distinct word of a batch once where the tokenizer splits on spaces (BERT-style); "
+        "the ids are the same as document by document (false)",
+    )
     verify: bool = option(True, "after writing, re-read every shard and check its sha256")
     progress: bool = option(True, "show progress bars")
     corpus: CorpusConfig = section(CorpusConfig, "how input files are read")

@@ -2,11 +2,13 @@
 
 Called by :func:`pipeline.shards.build.build_shards`; the unit layout and resume rules are in
 :mod:`pipeline.shards.plan`.  Documents are streamed from :mod:`pipeline.text.corpus`, tokenized in
-batches of ``batch_size`` by the Rust encoder (``encode_batch_fast``, no special tokens) spread
+batches of ``batch_size`` by the Rust encoder (no special tokens, no offsets) spread
 over ``num_proc`` spawned processes, split train/validation by a hash of (seed, file name,
 document index), and appended to the current unit.  At most ``2 * num_proc`` batches are in
 flight, so memory stays flat whatever the corpus size.  With ``num_proc=1`` everything runs in
 this process (the Rust encoder may still use threads unless TOKENIZERS_PARALLELISM=false).
+The ids come from :class:`pipeline.text.IdEncoder`: exactly ``encode_batch_fast``'s, with each
+distinct word of a batch encoded once where the tokenizer allows it (``fast_encode``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pipeline.shards.plan import (
     unit_record,
     write_file_marker,
 )
-from pipeline.text import iter_documents
+from pipeline.text import IdEncoder, iter_documents
 
 
 def split_key(seed: int, name: str) -> int:
@@ -52,18 +54,14 @@ def validation_mask(key: int, first_index: int, count: int, val_fraction: float)
 
 # ----------------------------------------------------------------------------- encoding
 
-_TOKENIZER: Any = None  # the Rust tokenizer of this process (set by _init_encoder)
+_ENCODER: IdEncoder | None = None  # the encoder of this process (set by _init_encoder)
 
 
-def _init_encoder(tokenizer_json: str, single_thread: bool) -> None:
-    global _TOKENIZER
+def _init_encoder(tokenizer_json: str, single_thread: bool, by_words: bool) -> None:
+    global _ENCODER
     if single_thread:  # pool workers: parallelism comes from the processes
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    from tokenizers import Tokenizer
-
-    _TOKENIZER = Tokenizer.from_str(tokenizer_json)
-    _TOKENIZER.no_truncation()
-    _TOKENIZER.no_padding()
+    _ENCODER = IdEncoder(tokenizer_json, by_words=by_words)
 
 
 @dataclass
@@ -77,22 +75,19 @@ class EncodeTask:
 
 
 def encode_task(task: EncodeTask) -> Encoded:
-    encodings = _TOKENIZER.encode_batch_fast(task.texts, add_special_tokens=False)
-    ids = [e.ids for e in encodings]
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat, lengths = _ENCODER.encode(task.texts)
     dtype = DTYPES[task.dtype]
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
-    is_val = validation_mask(task.split_key, task.first_index, len(ids), task.val_fraction)
-    doc_of_token = np.repeat(np.arange(len(ids)), lengths)
+    is_val = validation_mask(task.split_key, task.first_index, len(lengths), task.val_fraction)
+    doc_of_token = np.repeat(np.arange(len(lengths)), lengths)
     streams, documents = {}, {}
     for split, selected in (("train", ~is_val), ("validation", is_val)):
         selected = selected & (lengths > 0)  # a document that tokenizes to nothing is dropped
-        tokens = flat[selected[doc_of_token]]
+        tokens = flat[selected[doc_of_token]].astype(dtype, copy=False)
         streams[split] = np.insert(tokens, np.cumsum(lengths[selected]), task.sep_id).astype(
             dtype, copy=False
         )
         documents[split] = int(selected.sum())
-    return Encoded(streams, documents, len(ids))
+    return Encoded(streams, documents, len(lengths))
 
 
 @dataclass
@@ -106,8 +101,19 @@ class _Item:
     documents: int = 0
 
 
+_BATCH_CHARS = 1 << 23  # a batch also ends at this many characters: long documents keep memory flat
+
+
 def _batches(docs: Iterator[str], size: int) -> Iterator[list[str]]:
-    while batch := list(itertools.islice(docs, size)):
+    batch: list[str] = []
+    chars = 0
+    for doc in docs:
+        batch.append(doc)
+        chars += len(doc)
+        if len(batch) == size or chars >= _BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
         yield batch
 
 
@@ -146,11 +152,12 @@ def _file_items(plan: Plan, file_index: int) -> Iterator[_Item]:
 @contextmanager
 def _encoder_pool(plan: Plan):
     if plan.num_proc <= 1:
-        _init_encoder(plan.tokenizer.backend_json, single_thread=False)
+        _init_encoder(plan.tokenizer.backend_json, single_thread=False, by_words=plan.cfg.fast_encode)
         yield None
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process with tokenizer threads
-    with context.Pool(plan.num_proc, _init_encoder, (plan.tokenizer.backend_json, True)) as pool:
+    init = (plan.tokenizer.backend_json, True, plan.cfg.fast_encode)
+    with context.Pool(plan.num_proc, _init_encoder, init) as pool:
         yield pool
 
 

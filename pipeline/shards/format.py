@@ -5,11 +5,33 @@ A shard set is written by ``pipeline shard --config configs/shard/wikitext2.yaml
 ``ShardReader(output_dir, split="train")`` (:mod:`pipeline.shards.reader`).  Layout of ``output_dir``::
 
     manifest.json          format version, seq_len, dtype, tokenizer hash + special ids, per split:
-                           shard files (name, sequences, sha256) and totals; the content config
+                           totals, token statistics, shard_size, num_shards and its index file
+                           (name + sha256); the content config
+    train.index.tsv        one line per shard file of the split, in order: file, sequences, sha256
     train-00000.bin ...    raw little-endian uint16 (vocab <= 65535) or uint32 token ids,
     validation-00000.bin   C order [num_sequences, seq_len]
     tokenizer/             a copy of the tokenizer, so the set is self-contained
     config.yaml            the resolved stage config
+
+Per split, ``manifest.json`` holds ``num_documents``, ``num_tokens`` (real tokens: [CLS]/[SEP]
+included, [PAD] not), ``num_sequences``, ``padding_fraction``, ``shard_size`` (sequences per shard
+file; only the last file may hold fewer), ``num_shards``, ``index`` and two statistics of the
+document tokens - every token but the special ones ([PAD] [UNK] [CLS] [SEP] [MASK]: what an MLM is
+never asked to predict), counted with ``np.bincount`` while packing:
+
+* ``unigram_entropy``: ``-sum_t p(t) ln p(t)`` in nats, ``p`` the tokens' frequencies in the split
+  (the loss of a model that predicts every masked token from frequencies alone);
+* ``top_token_fraction``: the most frequent token's share (the accuracy of always guessing it).
+
+Both are ``null`` for a split without such tokens.  Shard ``i`` of a split is ``{split}-{i:05d}.bin``
+and holds sequences ``[i * shard_size, (i + 1) * shard_size)``, so finding a sequence needs neither
+the index nor any per-shard record: opening a set reads one small JSON file whatever its size.
+The index is read only to verify checksums.
+
+Format versions: 2 (this one) moved the per-shard records (file, sequences, sha256) from a
+``shards`` list in ``manifest.json`` (version 1, which 10^5 shard files make a 20 MB JSON document
+to parse on every open, in every process) into the index file.  Shard files are unchanged and
+version 1 sets are still read.
 
 Packing rule.  The documents of a split, in input order (files in sorted order, documents in file
 order), are concatenated into one stream with a single [SEP] *between* consecutive documents:
@@ -45,14 +67,17 @@ __all__ = [
     "SPECIAL_KEYS",
     "SPLITS",
     "TOKENIZER_DIRNAME",
+    "READ_VERSIONS",
     "Packer",
     "ShardFileWriter",
     "dtype_for_vocab",
+    "index_file_name",
     "read_manifest",
     "shard_file_name",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 TOKENIZER_DIRNAME = "tokenizer"
 SPLITS = ("train", "validation")
@@ -69,6 +94,10 @@ def shard_file_name(split: str, index: int) -> str:
     return f"{split}-{index:05d}.bin"
 
 
+def index_file_name(split: str) -> str:
+    return f"{split}.index.tsv"
+
+
 def read_manifest(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """(shard directory, manifest) for a shard directory or its ``manifest.json``."""
     path = Path(path)
@@ -79,10 +108,11 @@ def read_manifest(path: str | Path) -> tuple[Path, dict[str, Any]]:
         manifest = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PipelineError(f"{file} is not valid JSON ({e}): the shard set is corrupted") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format_version") not in READ_VERSIONS:
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
         raise PipelineError(
-            f"{file}: unknown shard format_version {version!r} (this pipeline reads {FORMAT_VERSION})"
+            f"{file}: unknown shard format_version {version!r} (this pipeline reads "
+            f"{', '.join(map(str, READ_VERSIONS))})"
         )
     return file.parent, manifest
 
@@ -126,34 +156,44 @@ class Packer:
 
 
 class ShardFileWriter:
-    """Appends rows to ``{split}-NNNNN.bin`` files of ``shard_size`` rows each, hashing as it goes."""
+    """Appends rows to ``{split}-NNNNN.bin`` files of ``shard_size`` rows each, hashing as it goes,
+    and a line per finished file to ``{split}.index.tsv``: memory stays flat however many files."""
 
     def __init__(self, directory: Path, split: str, dtype: np.dtype, shard_size: int) -> None:
         self.directory, self.split, self.dtype, self.shard_size = directory, split, dtype, shard_size
-        self.shards: list[dict[str, Any]] = []
+        self.num_shards = 0
+        self.num_sequences = 0
         self._file: Any = None
         self._rows = 0
         self._digest = hashlib.sha256()
+        self._index = open(directory / index_file_name(split), "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        self._index_digest = hashlib.sha256()
 
     def write(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         while len(rows):
             if self._file is None:
-                self._file = open(self.directory / shard_file_name(self.split, len(self.shards)), "wb")  # noqa: SIM115
+                self._file = open(self.directory / shard_file_name(self.split, self.num_shards), "wb")  # noqa: SIM115
             head, rows = rows[: self.shard_size - self._rows], rows[self.shard_size - self._rows :]
             self._file.write(memoryview(head).cast("B"))
             self._digest.update(memoryview(head).cast("B"))
             self._rows += len(head)
+            self.num_sequences += len(head)
             if self._rows == self.shard_size:
                 self._finish_file()
 
-    def close(self) -> list[dict[str, Any]]:
+    def close(self) -> dict[str, Any]:
+        """The split's manifest keys for its files: shard_size, num_shards and the index."""
         if self._file is not None:
             self._finish_file()
-        return self.shards
+        self._index.close()
+        index = {"file": index_file_name(self.split), "sha256": self._index_digest.hexdigest()}
+        return {"shard_size": self.shard_size, "num_shards": self.num_shards, "index": index}
 
     def _finish_file(self) -> None:
         self._file.close()
-        name = shard_file_name(self.split, len(self.shards))
-        self.shards.append({"file": name, "num_sequences": self._rows, "sha256": self._digest.hexdigest()})
+        line = f"{shard_file_name(self.split, self.num_shards)}\t{self._rows}\t{self._digest.hexdigest()}\n"
+        self._index.write(line)
+        self._index_digest.update(line.encode())
+        self.num_shards += 1
         self._file, self._rows, self._digest = None, 0, hashlib.sha256()

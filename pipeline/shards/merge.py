@@ -3,9 +3,9 @@
 Called by :func:`pipeline.shards.build.build_shards` (with one worker; with ``merge=true``; or in
 the last of N workers to finish).  Reads every unit's stream in input order, packs it into
 ``[CLS] body [SEP]`` rows (the rule in :mod:`pipeline.shards.format`) and writes shard files into
-``output_dir/.staging``; copies the tokenizer; moves the files into place and writes
-``manifest.json`` last.  Then verifies the checksums, writes ``config.yaml`` and deletes ``parts/``
-(unless ``keep_parts``).
+``output_dir/.staging`` (with each split's index and token statistics); copies the tokenizer;
+moves the files into place and writes ``manifest.json`` last.  Then verifies the checksums, writes
+``config.yaml`` and deletes ``parts/`` (unless ``keep_parts``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pipeline.shards.format import (
 )
 from pipeline.shards.plan import Plan, file_marker, partition, shard_rows, source_name, unit_record
 from pipeline.shards.reader import ShardReader
+from pipeline.shards.stats import TokenCounter
 
 _PIECE_TOKENS = 1 << 22  # unit streams are read in pieces of this many tokens
 
@@ -109,9 +110,10 @@ def _unit_tokens(plan: Plan, record: dict[str, Any], split: str):
 
 
 def _pack_split(plan: Plan, units: list[dict[str, Any]], split: str, staging: Path) -> dict[str, Any]:
-    dtype = DTYPES[plan.tokenizer.dtype]
+    tok, dtype = plan.tokenizer, DTYPES[plan.tokenizer.dtype]
     writer = ShardFileWriter(staging, split, dtype, shard_rows(plan.cfg, dtype))
-    packer = Packer(plan.cfg.seq_len, plan.tokenizer.special_ids, dtype, writer.write)
+    packer = Packer(plan.cfg.seq_len, tok.special_ids, dtype, writer.write)
+    counter = TokenCounter(tok.vocab_size, list(tok.special_ids.values()))
     documents = 0
     for record in tqdm(
         units, desc=f"pack {split}", unit=" units", disable=not plan.cfg.progress, leave=False
@@ -119,15 +121,16 @@ def _pack_split(plan: Plan, units: list[dict[str, Any]], split: str, staging: Pa
         documents += record["splits"][split]["documents"]
         for piece in _unit_tokens(plan, record, split):
             packer.feed(piece)
+            counter.add(piece)
     packer.finish()
-    shards = writer.close()
-    sequences = sum(s["num_sequences"] for s in shards)
+    files, sequences = writer.close(), writer.num_sequences
     return {
-        "shards": shards,
         "num_documents": documents,
         "num_tokens": packer.real_tokens,
         "num_sequences": sequences,
         "padding_fraction": _padding(packer.real_tokens, sequences, plan.cfg.seq_len),
+        **counter.statistics(),
+        **files,
     }
 
 
@@ -176,10 +179,10 @@ def _manifest(plan: Plan, splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _publish(out: Path, staging: Path, manifest: dict[str, Any]) -> None:
     """Move the staged set into ``out``; the manifest goes last, so a set is valid only when complete."""
     (out / MANIFEST_NAME).unlink(missing_ok=True)
-    for old in out.glob("*.bin"):
-        if old.name.split("-", 1)[0] in SPLITS:  # shards of an earlier run
+    for old in [*out.glob("*.bin"), *out.glob("*.index.tsv")]:
+        if old.name.split("-", 1)[0].split(".", 1)[0] in SPLITS:  # shards and indexes of an earlier run
             old.unlink()
-    for staged in sorted(staging.glob("*.bin")):
+    for staged in sorted([*staging.glob("*.bin"), *staging.glob("*.index.tsv")]):
         os.replace(staged, out / staged.name)
     shutil.rmtree(out / TOKENIZER_DIRNAME, ignore_errors=True)
     os.replace(staging / TOKENIZER_DIRNAME, out / TOKENIZER_DIRNAME)
@@ -192,12 +195,14 @@ def finished_manifest(plan: Plan) -> dict[str, Any] | None:
         return None
     try:
         _, manifest = read_manifest(plan.out)
+        if manifest.get("format_version") != FORMAT_VERSION:
+            return None  # an older format: rewrite it
         if manifest.get("tokenizer", {}).get("sha256") != plan.tokenizer.sha256:
             return None
         if any(manifest.get(key) != value for key, value in _identity(plan).items()):
             return None
         for split in SPLITS:
-            ShardReader(plan.out, split)
+            ShardReader(plan.out, split).check_files()
     except PipelineError:
         return None
     return manifest

@@ -29,7 +29,7 @@ from pipeline.errors import PipelineError
 from pipeline.io import sha256_file, write_json
 from pipeline.shards.config import ShardConfig
 from pipeline.shards.format import DTYPES, SPLITS, dtype_for_vocab
-from pipeline.text import is_hub_name, load_tokenizer
+from pipeline.text import is_hub_name, read_tokenizer_dir
 
 UNIT_FORMAT = 1
 NEEDED_SPECIALS = ("cls_id", "sep_id", "pad_id", "mask_id")
@@ -44,11 +44,12 @@ class TokenizerInfo:
     vocab_size: int
     dtype: str  # "uint16" | "uint32"
     special_ids: dict[str, int | None]  # pad_id, unk_id, cls_id, sep_id, mask_id
-    backend_json: str  # the Rust tokenizer as AutoTokenizer configured it, for the encode processes
+    backend_json: str  # tokenizer.json, for the encode processes
 
 
 def tokenizer_info(directory: str, seq_len: int) -> TokenizerInfo:
-    """Load and check a tokenizer directory (``pipeline.text.load_tokenizer``); PipelineError if unusable."""
+    """Read and check a tokenizer directory with ``tokenizers`` alone (``transformers`` takes seconds
+    to import and is not needed to encode); PipelineError if unusable."""
     path = Path(directory)
     if not path.is_dir():
         raise PipelineError(f"tokenizer: directory not found: {path} (create it with `pipeline tokenizer`)")
@@ -56,35 +57,28 @@ def tokenizer_info(directory: str, seq_len: int) -> TokenizerInfo:
         raise PipelineError(
             f"tokenizer: {path} is not a tokenizer directory (no tokenizer.json; create one with `pipeline tokenizer`)"
         )
-    tok = load_tokenizer(path, key="tokenizer")
-    backend = getattr(tok, "backend_tokenizer", None)
-    if backend is None:
-        raise PipelineError(f"tokenizer: {path} is not a fast (tokenizers) tokenizer")
-    ids = {
-        "pad_id": tok.pad_token_id,
-        "unk_id": tok.unk_token_id,
-        "cls_id": tok.cls_token_id,
-        "sep_id": tok.sep_token_id,
-        "mask_id": tok.mask_token_id,
-    }
+    try:
+        files = read_tokenizer_dir(path)
+    except PipelineError as e:
+        raise PipelineError(f"tokenizer: {e}") from None
+    ids = files.special_ids
     missing = [key[:-3] for key in NEEDED_SPECIALS if ids[key] is None]
     if missing:
         raise PipelineError(
             f"tokenizer: {path} defines no {'/'.join(missing)} token (needed for MLM sequences)"
         )
-    if seq_len > tok.model_max_length:
+    if seq_len > files.model_max_length:
         raise PipelineError(
-            f"seq_len={seq_len} is larger than the tokenizer's model_max_length={tok.model_max_length} "
+            f"seq_len={seq_len} is larger than the tokenizer's model_max_length={files.model_max_length} "
             f"({path}); lower seq_len or retrain the tokenizer with a larger model_max_length"
         )
-    vocab_size = max(len(tok), backend.get_vocab_size(with_added_tokens=True))
     return TokenizerInfo(
         path,
         sha256_file(path / "tokenizer.json"),
-        vocab_size,
-        dtype_for_vocab(vocab_size),
+        files.vocab_size,
+        dtype_for_vocab(files.vocab_size),
         ids,
-        backend.to_str(),
+        files.tokenizer_json,
     )
 
 

@@ -8,6 +8,8 @@ Used by the pretrain stage and MLM data (``pipeline.mlm.data``)::
 
 from __future__ import annotations
 
+import mmap
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +18,42 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.io import sha256_file
 from pipeline.shards.format import DTYPES, MANIFEST_NAME, SPECIAL_KEYS, TOKENIZER_DIRNAME, read_manifest
+from pipeline.shards.layout import SplitLayout
 from pipeline.text import load_tokenizer
 
 __all__ = ["ShardReader"]
+
+_MADV_RANDOM = getattr(mmap, "MADV_RANDOM", None)  # absent on Windows
 
 
 class ShardReader:
     """Random access to the sequences of one split of a shard set, backed by ``np.memmap``.
 
-    ``reader[i]`` is row ``i`` (``[seq_len]``, the shard's dtype, read-only, O(1));
-    ``reader.take(indices)`` gathers rows from any shards into one ``[n, seq_len]`` int64 array.
-    Opening checks the manifest, the dtype and every shard's size (``verify=True`` also checks
-    every shard's sha256) and that the bundled tokenizer matches the manifest's hash.
+    ``reader[i]`` is row ``i`` (``[seq_len]``, the shard's dtype, read-only, O(1)): a view that
+    keeps its file open while it lives; ``reader.take(indices)`` copies rows from any shards into
+    one ``[n, seq_len]`` int64 array.
+
+    Opening reads ``manifest.json`` (a few KB whatever the set's size: :mod:`pipeline.shards.format`)
+    and checks the dtype and that the bundled tokenizer matches the manifest's hash.  Shard files
+    are opened lazily and at most ``max_open`` stay open (least recently used first out), so a set
+    of 10^5 files stays below the open-file and memory-map limits.  Every file's size is checked
+    on open when the split has at most ``CHECK_ON_OPEN`` files (``check_files``); in larger sets
+    each file is checked when first read - a stat of 10^5 files from every process is a storm on a
+    parallel file system.  ``verify=True`` checks every file's size and sha256 on open.
+    ``random_access=True`` tells the kernel that rows are read in random order (``MADV_RANDOM``):
+    a row read from disk then reads its page, not the read-ahead window around it.
     Picklable (memory maps are reopened lazily), so DataLoader workers can share one."""
 
-    def __init__(self, path: str | Path, split: str = "train", verify: bool = False) -> None:
+    CHECK_ON_OPEN = 4096
+
+    def __init__(
+        self,
+        path: str | Path,
+        split: str = "train",
+        verify: bool = False,
+        max_open: int = 128,
+        random_access: bool = True,
+    ) -> None:
         self.root, self.manifest = read_manifest(path)
         self.split = split
         self.seq_len, self.dtype = self._layout()
@@ -39,15 +62,13 @@ class ShardReader:
         self.special_ids = {key: tokenizer.get(key) for key in SPECIAL_KEYS}
         self.tokenizer_dir = self.root / str(tokenizer.get("dir", TOKENIZER_DIRNAME))
         self._check_tokenizer(tokenizer.get("sha256"))
-        shards = self._split_info()["shards"]
-        self._files = [self.root / s["file"] for s in shards]
-        counts = [int(s["num_sequences"]) for s in shards]
-        for file, count, shard in zip(self._files, counts, shards):
-            self._check_shard(file, count, shard.get("sha256") if verify else None)
-        self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
-        self._maps: list[np.memmap | None] = [None] * len(self._files)
+        self.layout = SplitLayout.from_manifest(self.root, self.manifest, split)
+        self.max_open, self.random_access = max(1, max_open), random_access
+        self._maps: OrderedDict[int, np.memmap] = OrderedDict()
+        if verify or self.layout.num_shards <= self.CHECK_ON_OPEN:
+            self.check_files(verify)
 
-    # ------------------------------------------------------------------ validation on open
+    # ------------------------------------------------------------------ validation
 
     def _layout(self) -> tuple[int, np.dtype]:
         seq_len, dtype = self.manifest.get("seq_len"), self.manifest.get("dtype")
@@ -60,12 +81,7 @@ class ShardReader:
         return seq_len, DTYPES[dtype]
 
     def _split_info(self) -> dict[str, Any]:
-        splits = self.manifest.get("splits") or {}
-        if self.split not in splits:
-            raise PipelineError(
-                f"shard set {self.root} has no split {self.split!r} (available: {', '.join(splits) or 'none'})"
-            )
-        return splits[self.split]
+        return self.manifest["splits"][self.split]
 
     def _check_tokenizer(self, expected: str | None) -> None:
         file = self.tokenizer_dir / "tokenizer.json"
@@ -77,19 +93,33 @@ class ShardReader:
                 "the tokenizer was changed after sharding; re-shard with the new tokenizer"
             )
 
-    def _check_shard(self, file: Path, count: int, sha256: str | None) -> None:
-        if not file.is_file():
-            raise PipelineError(f"shard file missing: {file} (listed in {self.root / MANIFEST_NAME})")
+    def check_files(self, sha256: bool = False) -> None:
+        """Raise PipelineError unless every shard file exists with its size (and its sha256)."""
+        if not sha256:
+            for shard in range(self.layout.num_shards):
+                self._check_size(shard)
+            return
+        for shard, (_, _, digest) in enumerate(self.layout.records()):
+            self._check_size(shard)
+            if sha256_file(self.layout.path(shard)) != digest:
+                raise PipelineError(
+                    f"shard file {self.layout.path(shard)} is truncated or corrupted: sha256 mismatch; "
+                    "re-run `pipeline shard`"
+                )
+
+    def _check_size(self, shard: int) -> None:
+        file, count = self.layout.path(shard), self.layout.rows(shard)
+        try:
+            size = file.stat().st_size
+        except FileNotFoundError:
+            raise PipelineError(
+                f"shard file missing: {file} (listed in {self.root / MANIFEST_NAME})"
+            ) from None
         expected = count * self.seq_len * self.dtype.itemsize
-        size = file.stat().st_size
         if size != expected:
             raise PipelineError(
                 f"shard file {file} is truncated or corrupted: {size} bytes, expected {expected} "
                 f"({count} sequences x {self.seq_len} x {self.dtype.itemsize} bytes); re-run `pipeline shard`"
-            )
-        if sha256 and sha256_file(file) != sha256:
-            raise PipelineError(
-                f"shard file {file} is truncated or corrupted: sha256 mismatch; re-run `pipeline shard`"
             )
 
     def check_compatible(self, vocab_size: int | None = None, max_positions: int | None = None) -> None:
@@ -117,7 +147,7 @@ class ShardReader:
     # ------------------------------------------------------------------ access
 
     def __len__(self) -> int:
-        return int(self._starts[-1])
+        return self.layout.num_sequences
 
     @property
     def num_tokens(self) -> int:
@@ -125,11 +155,20 @@ class ShardReader:
         return int(self._split_info().get("num_tokens", 0))
 
     def _map(self, shard: int) -> np.memmap:
-        mapped = self._maps[shard]
-        if mapped is None:
-            rows = int(self._starts[shard + 1] - self._starts[shard])
-            mapped = np.memmap(self._files[shard], dtype=self.dtype, mode="r", shape=(rows, self.seq_len))
-            self._maps[shard] = mapped
+        """The memory map of shard file ``shard``, from the LRU of open maps (size checked on open)."""
+        mapped = self._maps.get(shard)
+        if mapped is not None:
+            self._maps.move_to_end(shard)
+            return mapped
+        if self.layout.num_shards > self.CHECK_ON_OPEN:
+            self._check_size(shard)
+        shape = (self.layout.rows(shard), self.seq_len)
+        mapped = np.memmap(self.layout.path(shard), dtype=self.dtype, mode="r", shape=shape)
+        if self.random_access and _MADV_RANDOM is not None and getattr(mapped, "_mmap", None) is not None:
+            mapped._mmap.madvise(_MADV_RANDOM)  # no read-ahead of 128 KB+ around every 256-byte row
+        self._maps[shard] = mapped
+        while len(self._maps) > self.max_open:
+            self._maps.popitem(last=False)  # its file closes once no returned row views it
         return mapped
 
     def __getitem__(self, index: int) -> np.ndarray:
@@ -137,8 +176,8 @@ class ShardReader:
         i = int(index) + n if int(index) < 0 else int(index)
         if not 0 <= i < n:
             raise IndexError(f"sequence index {index} out of range for {n} sequences")
-        shard = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return self._map(shard)[i - int(self._starts[shard])]
+        shard, row = self.layout.locate(i)
+        return self._map(shard)[row]
 
     def take(self, indices: np.ndarray) -> np.ndarray:
         """Rows ``indices`` (any order, repeats allowed) as a new ``[n, seq_len]`` int64 array."""
@@ -148,18 +187,18 @@ class ShardReader:
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"sequence indices out of range for {n} sequences")
         out = np.empty((idx.size, self.seq_len), dtype=np.int64)
-        shard_of = np.searchsorted(self._starts, idx, side="right") - 1
+        shard_of, row_of = np.divmod(idx, max(self.layout.shard_size, 1))
         order = np.argsort(shard_of, kind="stable")  # one fancy-index read per shard touched
         present, first = np.unique(shard_of[order], return_index=True)
         ends = np.append(first[1:], idx.size)
         for shard, begin, end in zip(present.tolist(), first.tolist(), ends.tolist()):
             group = order[begin:end]
-            out[group] = self._map(shard)[idx[group] - self._starts[shard]]
+            out[group] = self._map(shard)[row_of[group]]
         return out
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_maps"] = [None] * len(self._files)  # a memmap would pickle as a full copy
+        state["_maps"] = OrderedDict()  # a memmap would pickle as a full copy
         return state
 
     def __repr__(self) -> str:

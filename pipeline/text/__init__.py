@@ -7,10 +7,12 @@ Used by the ``tokenizer`` and ``shard`` stages (and by fine-tuning for hub table
     tok, count = train_tokenizer(documents, model_type="wordpiece", vocab_size=8000)
 
 Modules: ``inputs`` (input resolution), ``corpus`` (streaming readers, :class:`CorpusConfig`),
-``hub`` (hub datasets), ``tokenizer`` (train / save), ``word_boundaries`` (whole-word tables).
+``hub`` (hub datasets), ``tokenizer`` (train / save), ``encoder`` (fast ids for the shard stage,
+read from a tokenizer directory without ``transformers``), ``word_boundaries`` (whole-word tables).
 """
 
 from pipeline.text.corpus import CorpusConfig, iter_corpus, iter_documents
+from pipeline.text.encoder import IdEncoder, TokenizerFiles, read_tokenizer_dir
 from pipeline.text.hub import hub_offline, load_hub_dataset
 from pipeline.text.inputs import HUB_PREFIX, SUFFIXES, format_of, is_hub_name, resolve_inputs
 from pipeline.text.tokenizer import (
@@ -32,7 +34,9 @@ __all__ = [
     "SPECIALS",
     "SUFFIXES",
     "CorpusConfig",
+    "IdEncoder",
     "SpecialTokens",
+    "TokenizerFiles",
     "check_output_dir",
     "format_of",
     "hub_offline",
@@ -42,6 +46,7 @@ __all__ = [
     "iter_documents",
     "load_hub_dataset",
     "load_tokenizer",
+    "read_tokenizer_dir",
     "resolve_inputs",
     "save_tokenizer",
     "to_transformers",

@@ -1,22 +1,26 @@
 """Which samples each process trains on at each step - a pure function of (step, micro-batch, rank).
 
 The training stream is an endless sequence of global positions ``p = 0, 1, 2, ...``; position ``p``
-is sample ``perm_e[p % N]`` of epoch ``e = p // N``, where ``perm_e`` is a seeded permutation of the
-``N`` samples.  Optimizer step ``k`` consumes positions ``[k*G, (k+1)*G)`` with
-``G = batch_size x processes x grad_accum``; micro-batch ``m`` of process ``r`` takes
-``k*G + m*(batch_size*processes) + r*batch_size + [0, batch_size)``.
+is sample ``perm_e(p % N)`` of epoch ``e = p // N``, where ``perm_e`` is a keyed bijection of the
+``N`` samples (:class:`pipeline.hashing.KeyedPermutation`, keyed by the seed and the epoch) that is
+computed per position: no table of ``N`` entries is ever built, so a step's samples cost the same
+O(batch) time and memory for ``N = 10**3`` and ``N = 10**10`` (a 1T-token corpus at seq 128, whose
+materialised permutation would be 80 GB per process).  Optimizer step ``k`` consumes positions
+``[k*G, (k+1)*G)`` with ``G = batch_size x processes x grad_accum``; micro-batch ``m`` of process
+``r`` takes ``k*G + m*(batch_size*processes) + r*batch_size + [0, batch_size)``.
 
-Consequences: resuming at step ``k`` is an O(1) seek (no replay of earlier batches); no sample is
-seen twice within an epoch across processes; and the global batch of a step does not depend on how
-it is split into processes and micro-batches.  Per-sample randomness (MLM masks) is keyed by the
-global position, so it does not depend on the world size either.
+Consequences: resuming at step ``k`` is an O(1) seek (no replay of earlier batches, no permutation
+to rebuild); no sample is seen twice within an epoch across processes; and the global batch of a
+step does not depend on how it is split into processes and micro-batches.  Per-sample randomness
+(MLM masks) is keyed by the global position, so it does not depend on the world size either.
 
 Length grouping (``lengths`` given, variable-length fine-tuning data): ``perm_e`` is refined so
 that each global batch holds examples of similar length - windows of ``group_window`` global
 batches of the random permutation are sorted by length, cut at global-batch boundaries, and those
 batches shuffled within the window (HF's ``group_by_length`` idea, but in global batches, so it
 still does not depend on the process count).  Dynamic padding then pads to a near-equal length
-instead of the longest of a random batch.  Still a pure function of (seed, epoch).
+instead of the longest of a random batch.  Still a pure function of (seed, epoch).  Grouping sorts
+the epoch, so it materialises that epoch's order (O(N) memory; fine-tuning sets are small).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from pipeline.hashing import KeyedPermutation, text_key
 from pipeline.train.config import global_batch_size
 
 
@@ -66,13 +71,13 @@ class GlobalBatchPlan:
         out = np.empty_like(positions)
         for epoch in np.unique(epochs):
             sel = epochs == epoch
-            out[sel] = self._order(int(epoch))[offsets[sel]]
+            if self.lengths is None:
+                out[sel] = epoch_order(self.num_samples, self.seed, int(epoch))(offsets[sel])
+            else:
+                out[sel] = self._grouped(int(epoch))[offsets[sel]]
         return out
 
-    def _order(self, epoch: int) -> np.ndarray:
-        perm = _permutation(self.num_samples, self.seed, epoch)
-        if self.lengths is None:
-            return perm
+    def _grouped(self, epoch: int) -> np.ndarray:
         if epoch not in self._orders:
             if len(self._orders) >= 2:  # an epoch and the next are all a step can touch
                 self._orders.pop(min(self._orders))
@@ -80,6 +85,7 @@ class GlobalBatchPlan:
             # its first ``head`` positions finish that batch, so groups stay aligned with steps
             head = min((-epoch * self.num_samples) % self.global_batch, self.num_samples)
             rng = np.random.default_rng([self.seed, epoch, 1])
+            perm = epoch_order(self.num_samples, self.seed, epoch)(np.arange(self.num_samples))
             self._orders[epoch] = length_grouped(
                 perm, np.asarray(self.lengths), head, self.global_batch, self.group_window, rng
             )
@@ -89,9 +95,10 @@ class GlobalBatchPlan:
         return step * self.global_batch / self.num_samples
 
 
-@lru_cache(maxsize=4)
-def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(n)
+@lru_cache(maxsize=8)
+def epoch_order(num_samples: int, seed: int, epoch: int) -> KeyedPermutation:
+    """The sample order of one epoch: position in the epoch -> sample index, per position."""
+    return KeyedPermutation(num_samples, text_key("epoch order", seed, epoch))
 
 
 def length_grouped(

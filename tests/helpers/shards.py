@@ -1,9 +1,11 @@
 """Shared helpers of the shard tests (tests/shards/): a tiny WordPiece tokenizer, synthetic
-corpora, a config builder and byte-level comparison of shard sets."""
+corpora, a config builder, byte-level comparison of shard sets and a converter to format version 1."""
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +114,20 @@ def unpack(reader: ShardReader) -> list[list[int]]:
         else:
             current.append(token)
     return [*docs, current]
+
+
+def to_version_1(source: Path, target: Path) -> Path:
+    """A copy of a shard set as format version 1 wrote it: per-shard records in manifest.json, no
+    index files, no token statistics."""
+    shutil.copytree(source, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    for info in manifest["splits"].values():
+        index = target / info["index"]["file"]
+        lines = [line.split("\t") for line in index.read_text().splitlines()]
+        index.unlink()
+        for key in ("shard_size", "num_shards", "index", "unigram_entropy", "top_token_fraction"):
+            del info[key]
+        info["shards"] = [{"file": f, "num_sequences": int(n), "sha256": h} for f, n, h in lines]
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return target

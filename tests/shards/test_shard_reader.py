@@ -1,13 +1,19 @@
 """Tests of ``ShardReader`` (pipeline/shards/reader.py): O(1) access, ``take``, validation on open,
-corrupted / truncated shards, and the uint32 path for vocabularies over 65535 tokens.
+corrupted / truncated shards and index, lazy opening under a low open-file limit, version 1
+manifests, and the uint32 path for vocabularies over 65535 tokens.
 
 Run: ``python -m pytest tests/shards/test_shard_reader.py -q``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +22,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from pipeline.errors import PipelineError
 from pipeline.shards import ShardReader
-from tests.helpers.shards import SPECIALS, save_tokenizer, shard, small_corpus, small_wordpiece
+from tests.helpers import ROOT
+from tests.helpers.shards import SPECIALS, save_tokenizer, shard, small_corpus, small_wordpiece, to_version_1
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +97,107 @@ def test_uint32_shards_for_a_large_vocabulary(tmp_path):
     assert reader.dtype == np.uint32
     w = len(SPECIALS)
     assert reader.take([0])[0].tolist() == [2, w + 69999, w + 1, w + 65535, 3, 1, w + 42, 3]
+    empty_index = {"file": "validation.index.tsv", "sha256": hashlib.sha256(b"").hexdigest()}
     assert manifest["splits"]["validation"] == {
-        "shards": [],
         "num_documents": 0,
         "num_tokens": 0,
         "num_sequences": 0,
         "padding_fraction": 0.0,
+        "unigram_entropy": None,
+        "top_token_fraction": None,
+        "shard_size": 50,
+        "num_shards": 0,
+        "index": empty_index,
     }
     assert len(ShardReader(tmp_path / "out", "validation")) == 0
+
+
+def test_open_maps_are_an_lru_of_max_open(reference):
+    reader = ShardReader(reference, "train", max_open=2)
+    everything = reader.take(np.arange(len(reader)))
+    assert len(reader._maps) == 2 and reader.layout.num_shards > 2
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        indices = rng.integers(0, len(reader), size=17)
+        assert np.array_equal(reader.take(indices), everything[indices])
+        assert np.array_equal(reader[int(indices[0])], everything[indices[0]])
+        assert len(reader._maps) <= 2
+        assert next(reversed(reader._maps)) == reader.layout.locate(int(indices[0]))[0]  # most recent
+
+
+FEW_FILES = """
+import resource, sys
+import numpy as np
+from pipeline.shards import ShardReader
+resource.setrlimit(resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+reader = ShardReader(sys.argv[1], "train", max_open=int(sys.argv[2]))
+taken = reader.take(np.arange(len(reader))[::-1])  # every file, in reverse
+rows = np.empty_like(taken)
+for i in range(len(reader)):  # every file again, through row views
+    rows[i] = reader[i]
+assert (taken[::-1] == rows).all()
+print(reader.layout.num_shards, len(reader._maps))
+"""
+
+
+def test_a_set_of_more_files_than_the_open_file_limit(tmp_path):
+    root = tmp_path / "many"
+    out = root / "shards"
+    shard(small_corpus(root / "corpus"), small_wordpiece(root / "tok"), out, seq_len=8, shard_size=2)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = [sys.executable, "-c", FEW_FILES, str(out)]
+    done = subprocess.run([*run, "128"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    files, still_open = map(int, done.stdout.split())
+    assert files > 1000 and still_open == 128
+    unbounded = subprocess.run([*run, str(10**6)], env=env, capture_output=True, text=True)
+    assert unbounded.returncode != 0 and "Too many open files" in unbounded.stderr  # the limit is real
+
+
+def test_large_sets_check_each_file_when_first_read(reference, tmp_path, monkeypatch):
+    broken = tmp_path / "broken"
+    shutil.copytree(reference, broken)
+    (broken / "train-00002.bin").write_bytes((broken / "train-00002.bin").read_bytes()[:-7])
+    with pytest.raises(PipelineError, match=r"train-00002\.bin is truncated"):
+        ShardReader(broken)  # a small set: every size is checked on open
+    monkeypatch.setattr(ShardReader, "CHECK_ON_OPEN", 2)
+    reader = ShardReader(broken)  # many files: none is touched on open
+    assert reader[0].shape == (32,) and len(reader._maps) == 1
+    with pytest.raises(PipelineError, match=r"train-00002\.bin is truncated"):
+        reader[2 * 50 + 3]
+    with pytest.raises(PipelineError, match=r"train-00002\.bin is truncated"):
+        reader.check_files()
+
+
+def test_verify_checks_the_index_too(reference, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(reference, broken)
+    index = broken / "train.index.tsv"
+    lines = index.read_text().splitlines(keepends=True)
+    index.write_text("".join(lines[:-1]))
+    ShardReader(broken)  # opening reads no index
+    with pytest.raises(PipelineError, match=r"train\.index\.tsv is corrupted"):
+        ShardReader(broken, verify=True)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["splits"]["train"]["index"]["sha256"] = hashlib.sha256(index.read_bytes()).hexdigest()
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PipelineError, match=r"shard records for \d+ files"):
+        ShardReader(broken, verify=True)  # a consistent but short index is still caught
+    manifest["splits"]["train"]["num_shards"] += 1
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PipelineError, match="lists .* shard file"):
+        ShardReader(broken)
+
+
+def test_version_1_manifests_are_still_read(reference, tmp_path):
+    old = to_version_1(reference, tmp_path / "v1")
+    for split in ("train", "validation"):
+        new_reader, old_reader = ShardReader(reference, split), ShardReader(old, split, verify=True)
+        assert len(old_reader) == len(new_reader) and old_reader.layout.index is None
+        everything = np.arange(len(new_reader))
+        assert np.array_equal(old_reader.take(everything), new_reader.take(everything))
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][1]["file"] = "elsewhere.bin"
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PipelineError, match="does not write"):
+        ShardReader(old)

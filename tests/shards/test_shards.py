@@ -1,9 +1,9 @@
-"""Tests of ``pipeline shard``: round trip, determinism, resume after a failure or SIGKILL, workers +
-merge, bad input; the reader has its own file (tests/shards/test_shard_reader.py).
+"""Tests of ``pipeline shard``'s output: round trip, token statistics, determinism, reruns, resume
+after a failure or SIGKILL, workers + merge.  Bad input, hub inputs and the real-data run are in
+tests/shards/test_shard_inputs.py; the reader has its own file (tests/shards/test_shard_reader.py).
 
-Run: ``python -m pytest tests/shards/test_shards.py -q`` (``-m "not slow"`` skips the WikiText-2 test).
-Small tokenizers are built with ``tokenizers`` (tests/helpers/shards.py); the WikiText-2 test uses
-the tokenizer stage.
+Run: ``python -m pytest tests/shards/test_shards.py -q``.  Small tokenizers are built with
+``tokenizers`` (tests/helpers/shards.py, fixtures in tests/shards/conftest.py).
 """
 
 from __future__ import annotations
@@ -15,31 +15,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
-from pipeline.cli import main as cli_main
-from pipeline.config import ConfigError, from_dict, load_config
 from pipeline.errors import PipelineError
 from pipeline.shards import ShardReader
 from pipeline.shards.encode import split_key, validation_mask
 from pipeline.shards.plan import UnitWriter, partition
-from pipeline.stages.shard import Config
 from pipeline.text import CorpusConfig, iter_documents
 from tests.helpers import ROOT
-from tests.helpers.shards import CORPUS_DOCS, shard, small_corpus, small_wordpiece, tree_bytes, unpack
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory) -> Path:
-    return small_wordpiece(tmp_path_factory.mktemp("tok") / "wordpiece")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> list[Path]:
-    return small_corpus(tmp_path_factory.mktemp("corpus"))
+from tests.helpers.shards import CORPUS_DOCS, shard, to_version_1, tree_bytes, unpack
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +39,14 @@ def reference(tmp_path_factory, corpus, tokenizer_dir) -> Path:
 
 
 # ----------------------------------------------------------------------------- writer
+
+
+def _hand_statistics(docs: list[list[int]]) -> tuple[float, float]:
+    """Unigram entropy (nats) and top token share of the documents' tokens, specials (ids 0-4) excluded."""
+    counts = Counter(token for doc in docs for token in doc if token > 4)
+    total = sum(counts.values())
+    entropy = -sum(c / total * math.log(c / total) for c in counts.values())
+    return entropy, max(counts.values()) / total
 
 
 def test_round_trip_packing_and_split(reference, corpus, tokenizer_dir):
@@ -75,7 +71,15 @@ def test_round_trip_packing_and_split(reference, corpus, tokenizer_dir):
         assert info["num_documents"] == len(docs)
         assert info["num_sequences"] == len(reader) == math.ceil(stream / (32 - 2))
         assert info["num_tokens"] == stream + 2 * info["num_sequences"]
-        assert len(info["shards"]) == math.ceil(info["num_sequences"] / 50)
+        assert info["num_shards"] == math.ceil(info["num_sequences"] / 50) and info["shard_size"] == 50
+        index = (reference / info["index"]["file"]).read_text().splitlines()
+        assert [line.split("\t")[:2] for line in index] == [
+            [f"{split}-{i:05d}.bin", str(min(50, info["num_sequences"] - 50 * i))]
+            for i in range(info["num_shards"])
+        ]
+        assert _hand_statistics(docs) == pytest.approx(
+            (info["unigram_entropy"], info["top_token_fraction"]), abs=1e-8
+        )
     assert manifest["totals"]["documents"] == sum(map(len, expected.values()))
     assert manifest["dtype"] == "uint16" and manifest["tokenizer"]["vocab_size"] == len(tok)
     assert (reference / "tokenizer" / "tokenizer.json").read_bytes() == (
@@ -95,6 +99,13 @@ def test_rerun_of_complete_set_is_a_noop(reference, corpus, tokenizer_dir, capsy
     shard(corpus, tokenizer_dir, reference)
     assert "already complete" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in reference.rglob("*")} == before
+
+
+def test_a_set_in_an_older_format_is_rewritten(reference, corpus, tokenizer_dir, tmp_path, capsys):
+    old = to_version_1(reference, tmp_path / "old")
+    shard(corpus, tokenizer_dir, old)
+    assert "already complete" not in capsys.readouterr().out
+    assert tree_bytes(old) == tree_bytes(reference)
 
 
 def test_resume_after_injected_failure(reference, corpus, tokenizer_dir, tmp_path, monkeypatch):
@@ -185,123 +196,3 @@ def test_explicit_merge_and_shard_size_mb(reference, corpus, tokenizer_dir, tmp_
         assert shard(corpus, tokenizer_dir, out, num_workers=3, worker_index=worker) is None
     shard(corpus, tokenizer_dir, out, num_workers=3, merge=True, shard_size_mb=(50 * 32 * 2 + 10) / 2**20)
     assert tree_bytes(out) == tree_bytes(reference)  # 50 rows of 32 uint16 = shard_size 50
-
-
-# ----------------------------------------------------------------------------- errors
-
-
-def _bad_tokenizer_dir(tmp_path: Path) -> Path:
-    (tmp_path / "not_a_tokenizer").mkdir()
-    (tmp_path / "not_a_tokenizer" / "vocab.txt").write_text("x\n")
-    return tmp_path / "not_a_tokenizer"
-
-
-@pytest.mark.parametrize(
-    "case, overrides, message",
-    [
-        ("missing input", {"input": ["{tmp}/absent.txt"]}, "input file not found"),
-        ("empty input", {"input": ["{tmp}/empty.txt"]}, "input file is empty"),
-        ("no tokens", {"input": ["{tmp}/junk.txt"]}, "yields zero tokens"),
-        ("tokenizer missing", {"tokenizer": "{tmp}/no_tokenizer"}, "tokenizer: directory not found"),
-        ("not a tokenizer", {"tokenizer": "{tmp}/not_a_tokenizer"}, "not a tokenizer directory"),
-        ("seq_len too long", {"seq_len": 1024}, "larger than the tokenizer's model_max_length=512"),
-        ("seq_len too short", {"seq_len": 4}, "seq_len: must be >= 8"),
-        ("val_fraction 1", {"val_fraction": 1.0}, r"val_fraction: must be in \[0, 1\)"),
-        ("val_fraction < 0", {"val_fraction": -0.1}, r"val_fraction: must be in \[0, 1\)"),
-        ("bad worker", {"num_workers": 2, "worker_index": 2}, "worker_index"),
-    ],
-)
-def test_bad_input_is_a_clear_error_and_writes_nothing(
-    case, overrides, message, corpus, tokenizer_dir, tmp_path
-):
-    (tmp_path / "empty.txt").write_bytes(b"")
-    (tmp_path / "junk.txt").write_text("\x01\x02\n\x03\n", encoding="utf-8")
-    _bad_tokenizer_dir(tmp_path)
-    values = {
-        k: (
-            [v.format(tmp=tmp_path) for v in val]
-            if isinstance(val, list)
-            else val.format(tmp=tmp_path)
-            if isinstance(val, str)
-            else val
-        )
-        for k, val in overrides.items()
-    }
-    out = tmp_path / "out"
-    with pytest.raises(PipelineError, match=message):
-        shard(values.pop("input", corpus), values.pop("tokenizer", tokenizer_dir), out, **values)
-    assert not out.exists()
-
-
-def test_cli_reports_errors_in_one_line(tmp_path, capsys):
-    code = cli_main(
-        [
-            "shard",
-            f"input={tmp_path}/absent.txt",
-            f"tokenizer={tmp_path}",
-            f"output_dir={tmp_path}/o",
-            "seq_len=128",
-            "val_fraction=0.01",
-        ]
-    )
-    assert code == 2
-    assert capsys.readouterr().err.strip().startswith("error: input file not found")
-
-
-def test_example_config_loads():
-    cfg = load_config(Config, ROOT / "configs" / "shard" / "wikitext2.yaml")
-    assert cfg.seq_len == 128 and cfg.input == ["../shared/data/wikitext-2/train.txt"]
-    with pytest.raises(ConfigError, match="seq_len"):
-        load_config(Config, ROOT / "configs" / "shard" / "wikitext2.yaml", ["seq_lne=64"])
-
-
-# ----------------------------------------------------------------------------- real data
-
-
-@pytest.mark.slow
-def test_wikitext2_8k_wordpiece_seq_len_128(shared_data, tmp_path):
-    from pipeline.stages import tokenizer as tokenizer_stage
-
-    train = shared_data / "wikitext-2" / "train.txt"
-    tokenizer = tmp_path / "tok"
-    tokenizer_stage.run(
-        from_dict(
-            tokenizer_stage.Config,
-            {
-                "input": [str(train)],
-                "output_dir": str(tokenizer),
-                "vocab_size": 8000,
-                "model_type": "wordpiece",
-            },
-        )
-    )
-    tok = AutoTokenizer.from_pretrained(str(tokenizer)).backend_tokenizer
-    manifest = shard(
-        [train],
-        tokenizer,
-        tmp_path / "wt2",
-        seq_len=128,
-        val_fraction=0.01,
-        seed=0,
-        shard_size=4096,
-        docs_per_unit=5000,
-        batch_size=1000,
-        num_proc=2,
-    )
-    texts = list(iter_documents(str(train), CorpusConfig()))
-    lengths = [len(e.ids) for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
-    nonempty = [n for n in lengths if n]
-    totals = manifest["totals"]
-    assert manifest["tokenizer"]["vocab_size"] == 8000 and manifest["dtype"] == "uint16"
-    assert totals["documents"] == len(nonempty) > 20_000
-    for info in manifest["splits"].values():
-        stream = info["num_tokens"] - 2 * info["num_sequences"]
-        assert info["num_sequences"] == math.ceil(stream / 126)
-        assert sum(s["num_sequences"] for s in info["shards"]) == info["num_sequences"]
-    # every real token is a document token, a [SEP] between documents, or a row's [CLS]/[SEP]
-    assert totals["tokens"] == sum(nonempty) + (totals["documents"] - 2) + 2 * totals["sequences"]
-    assert 0.005 < manifest["splits"]["validation"]["num_documents"] / totals["documents"] < 0.015
-    assert (
-        len(ShardReader(tmp_path / "wt2", "train", verify=True))
-        == manifest["splits"]["train"]["num_sequences"]
-    )

@@ -100,3 +100,22 @@ def test_length_grouped_keeps_the_head_and_a_short_last_group_in_place():
     groups = [sorted(lengths[out[i : i + 3]].tolist(), reverse=True) for i in (2, 5)]
     assert sorted(groups) == sorted([[9, 8, 7], [6, 4, 3]])  # sorted body, cut into full groups
     assert lengths[out[8:]].tolist() == [2, 0]  # the short remainder stays last
+
+
+def test_epochs_and_seeds_give_unrelated_orders():
+    n = 5000
+    plan, other_seed = _plan(n), _plan(n, seed=1)
+    first, second = plan.samples(np.arange(n)), plan.samples(np.arange(n, 2 * n))
+    for a, b in ((first, second), (first, other_seed.samples(np.arange(n)))):
+        assert abs(np.corrcoef(a, b)[0, 1]) < 0.06 and (a == b).sum() < 10
+
+
+def test_a_step_of_ten_billion_samples_is_computed_not_materialised():
+    n, step = 10**10, 10**8
+    single = [_plan(n, batch_size=32)]
+    split = [_plan(n, batch_size=8, grad_accum=2, processes=2, rank=r) for r in range(2)]
+    batch = _global_batch(single, step)
+    assert sorted(batch) == sorted(_global_batch(split, step))  # any world size: the same samples
+    assert len(set(batch)) == 32 and 0 <= min(batch) and max(batch) < n
+    assert max(batch) > n // 2  # drawn from the whole range, not near the positions
+    assert _global_batch(single, step) == batch  # a pure function: a resume seeks straight there
