@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline import console
 from pipeline.config import REQUIRED, option
 from pipeline.mlm.diagnostics import destroy_context, predicted_positions
 from pipeline.mlm.masking import Masker
@@ -57,11 +58,19 @@ def train_batch_fn(reader: ShardReader, masker: Masker, plan: GlobalBatchPlan) -
     return make_batch
 
 
-def mlm_evaluator(accelerator, reader: ShardReader, masker: Masker, batch_size: int, max_batches: int = 0):
+def mlm_evaluator(
+    accelerator,
+    reader: ShardReader,
+    masker: Masker,
+    batch_size: int,
+    max_batches: int = 0,
+    unigram_entropy: float | None = None,
+):
     """Returns ``evaluate(model) -> {"eval/loss", "eval/accuracy", "eval/perplexity",
     "eval/loss_without_context", "eval/context_gain"}`` over the split: means over every masked
     token of the split, summed across processes.  The context probe (:mod:`pipeline.mlm.diagnostics`)
-    is one more forward per batch on the same masks with every unpredicted token replaced."""
+    is one more forward per batch on the same masks with every unpredicted token replaced.  With
+    the training data's ``unigram_entropy`` each evaluation also says where the loss stands."""
     batches = eval_batches(
         len(reader), batch_size, accelerator.num_processes, accelerator.process_index, max_batches
     )
@@ -84,6 +93,7 @@ def mlm_evaluator(accelerator, reader: ShardReader, masker: Masker, batch_size: 
         loss_sum, correct, count, blind_sum = accelerator.reduce(totals, reduction="sum").tolist()
         count = max(count, 1.0)
         loss, blind_loss = loss_sum / count, blind_sum / count
+        _report(loss, blind_loss - loss, unigram_entropy)
         return {
             "eval/loss": loss,
             "eval/accuracy": correct / count,
@@ -93,3 +103,12 @@ def mlm_evaluator(accelerator, reader: ShardReader, masker: Masker, batch_size: 
         }
 
     return evaluate
+
+
+def _report(loss: float, context_gain: float, unigram_entropy: float | None) -> None:
+    where = ""
+    if unigram_entropy is not None:
+        gap = unigram_entropy - loss
+        side = "under" if gap >= 0 else "above"
+        where = f" ({abs(gap):.2f} nats {side} the unigram entropy {unigram_entropy:.2f})"
+    console.info(f"eval: MLM loss {loss:.3f}{where}, context gain {context_gain:.2f} nats")

@@ -65,6 +65,15 @@ def test_exact_resume_and_export(tiny_shards, tmp_path):
     assert len(predictions) == 5 and all(p["token"] < len(tokenizer) for p in predictions)
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
     assert summary["steps"] == 8 and summary["tokens_per_sec"] > 0
+    # the data's unigram entropy (the plateau a context-free MLM sits on) is logged once and summarised
+    manifest = json.loads((tiny_shards / "manifest.json").read_text())["splits"]["train"]
+    assert summary["data/unigram_entropy"] == manifest["unigram_entropy"] > 0
+    assert metrics(tmp_path / "full")[0] == {
+        "step": 0,
+        "data/unigram_entropy": manifest["unigram_entropy"],
+        "data/top_token_fraction": manifest["top_token_fraction"],
+    }
+    assert all("eval/context_gain" in r for r in metrics(tmp_path / "full") if "eval/loss" in r)
     assert (tmp_path / "full" / "config.yaml").is_file()
     assert sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir()) == ["step_4", "step_8"]
 
