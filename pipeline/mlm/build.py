@@ -15,10 +15,11 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
+from pipeline import console
 from pipeline.mlm.data import MlmDataConfig, mlm_evaluator, train_batch_fn
 from pipeline.mlm.masking import Masker, MaskingConfig
 from pipeline.mlm.models import ModelConfig, SparseMLM, build_mlm_model, mlm_flops_per_token, unwrap_mlm
-from pipeline.shards import ShardReader
+from pipeline.shards import ShardReader, token_statistics
 from pipeline.text import word_continuation_table
 from pipeline.train import GlobalBatchPlan, TrainConfig, TrainTask, export_model, resolve_max_steps
 
@@ -64,11 +65,19 @@ def build_mlm_task(
         accelerator.process_index,
         train.seed,
     )
+    facts = _data_facts(data.shards)
     evaluate = None
     validation = ShardReader(data.shards, "validation", verify=data.verify)
     if len(validation) > 0:
         eval_batch_size = data.eval_batch_size or train.batch_size
-        evaluate = mlm_evaluator(accelerator, validation, masker, eval_batch_size, train.eval_batches)
+        evaluate = mlm_evaluator(
+            accelerator,
+            validation,
+            masker,
+            eval_batch_size,
+            train.eval_batches,
+            facts["data/unigram_entropy"],
+        )
 
     def export(acc, prepared, path: Path) -> None:
         export_model(acc, prepared, unwrap_mlm(acc.unwrap_model(prepared)), path, reader.tokenizer_dir)
@@ -82,5 +91,20 @@ def build_mlm_task(
             hf_model.config, reader.seq_len, masking.probability * reader.seq_len
         ),
         epoch_of=plan.epoch_of,
+        facts=facts,
     )
     return task, train
+
+
+def _data_facts(shards: str) -> dict[str, float]:
+    """The training tokens' unigram entropy and top token share (:mod:`pipeline.mlm.diagnostics`
+    says how to read them), from the manifest or a bounded sample of an older shard set."""
+    stats = token_statistics(shards, "train")
+    entropy, top = stats["unigram_entropy"], stats["top_token_fraction"]
+    if entropy is None:  # a split without ordinary tokens: nothing to compare against
+        return {}
+    console.info(
+        f"data: unigram entropy {entropy:.2f} nats, most frequent token {top:.1%} of the training text "
+        "(an MLM that ignores its context cannot get its loss below the entropy)"
+    )
+    return {"data/unigram_entropy": entropy, "data/top_token_fraction": top}

@@ -5,8 +5,10 @@ A shard set is written by ``pipeline shard --config configs/shard/wikitext2.yaml
 ``ShardReader(output_dir, split="train")`` (:mod:`pipeline.shards.reader`).  Layout of ``output_dir``::
 
     manifest.json          format version, seq_len, dtype, tokenizer hash + special ids, per split:
-                           totals, token statistics, shard_size, num_shards and its index file
-                           (name + sha256); the content config
+                           totals, token statistics, shard_size, num_shards, its index file
+                           (name + sha256) and - for splits of at most 1024 files, i.e. every set
+                           up to ~67M sequences at the default shard size - the same per-shard
+                           records (file, num_sequences, sha256) as a ``shards`` list; the content config
     train.index.tsv        one line per shard file of the split, in order: file, sequences, sha256
     train-00000.bin ...    raw little-endian uint16 (vocab <= 65535) or uint32 token ids,
     validation-00000.bin   C order [num_sequences, seq_len]
@@ -28,10 +30,11 @@ and holds sequences ``[i * shard_size, (i + 1) * shard_size)``, so finding a seq
 the index nor any per-shard record: opening a set reads one small JSON file whatever its size.
 The index is read only to verify checksums.
 
-Format versions: 2 (this one) moved the per-shard records (file, sequences, sha256) from a
-``shards`` list in ``manifest.json`` (version 1, which 10^5 shard files make a 20 MB JSON document
-to parse on every open, in every process) into the index file.  Shard files are unchanged and
-version 1 sets are still read.
+Format versions: 2 (this one) added the index file, so that the manifest of a huge set stays small:
+version 1 listed every shard file in ``manifest.json``, which 10^5 files make a 20 MB JSON document
+to parse on every open, in every process.  Version 2 keeps that ``shards`` list only for splits of
+at most 1024 files (readers of version 1 manifests keep working on every set of that size); beyond,
+the index alone holds the records.  Shard files are unchanged and version 1 sets are still read.
 
 Packing rule.  The documents of a split, in input order (files in sorted order, documents in file
 order), are concatenated into one stream with a single [SEP] *between* consecutive documents:
@@ -79,6 +82,7 @@ __all__ = [
 FORMAT_VERSION = 2
 READ_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
+INLINE_RECORDS = 1024  # splits of at most this many files also list their records in the manifest
 TOKENIZER_DIRNAME = "tokenizer"
 SPLITS = ("train", "validation")
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
@@ -168,6 +172,7 @@ class ShardFileWriter:
         self._digest = hashlib.sha256()
         self._index = open(directory / index_file_name(split), "w", encoding="utf-8", newline="\n")  # noqa: SIM115
         self._index_digest = hashlib.sha256()
+        self._records: list[dict[str, Any]] = []  # the first INLINE_RECORDS + 1 only: memory stays flat
 
     def write(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
@@ -188,12 +193,18 @@ class ShardFileWriter:
             self._finish_file()
         self._index.close()
         index = {"file": index_file_name(self.split), "sha256": self._index_digest.hexdigest()}
-        return {"shard_size": self.shard_size, "num_shards": self.num_shards, "index": index}
+        keys = {"shard_size": self.shard_size, "num_shards": self.num_shards, "index": index}
+        if self.num_shards <= INLINE_RECORDS:
+            keys["shards"] = self._records
+        return keys
 
     def _finish_file(self) -> None:
         self._file.close()
-        line = f"{shard_file_name(self.split, self.num_shards)}\t{self._rows}\t{self._digest.hexdigest()}\n"
+        name, sha256 = shard_file_name(self.split, self.num_shards), self._digest.hexdigest()
+        line = f"{name}\t{self._rows}\t{sha256}\n"
         self._index.write(line)
+        if len(self._records) <= INLINE_RECORDS:
+            self._records.append({"file": name, "num_sequences": self._rows, "sha256": sha256})
         self._index_digest.update(line.encode())
         self.num_shards += 1
         self._file, self._rows, self._digest = None, 0, hashlib.sha256()

@@ -32,7 +32,8 @@ class SplitLayout:
     shard_size: int  # sequences per file (the last may hold fewer)
     num_shards: int
     index: dict[str, Any] | None  # version 2: {"file", "sha256"} of the index
-    listed: tuple[dict[str, Any], ...] | None  # version 1: the manifest's per-shard records
+    # the manifest's own per-shard records: version 1, and version 2 splits of few files
+    listed: tuple[dict[str, Any], ...] | None
 
     @classmethod
     def from_manifest(cls, root: Path, manifest: dict[str, Any], split: str) -> SplitLayout:
@@ -44,7 +45,7 @@ class SplitLayout:
         info = splits[split]
         try:
             layout = (
-                cls._version_1(root, split, info) if "shards" in info else cls._version_2(root, split, info)
+                cls._version_2(root, split, info) if "index" in info else cls._version_1(root, split, info)
             )
         except (KeyError, TypeError, ValueError) as e:
             raise PipelineError(f"{root / MANIFEST_NAME}: split {split!r} is malformed ({e!r})") from None
@@ -59,6 +60,7 @@ class SplitLayout:
     @classmethod
     def _version_2(cls, root: Path, split: str, info: dict[str, Any]) -> SplitLayout:
         index = {"file": str(info["index"]["file"]), "sha256": str(info["index"]["sha256"])}
+        listed = tuple(info["shards"]) if "shards" in info else None
         return cls(
             root,
             split,
@@ -66,7 +68,7 @@ class SplitLayout:
             int(info["shard_size"]),
             int(info["num_shards"]),
             index,
-            None,
+            listed,
         )
 
     @classmethod
@@ -99,16 +101,22 @@ class SplitLayout:
     # ------------------------------------------------------------------ per-file records
 
     def records(self) -> Iterator[tuple[str, int, str]]:
-        """(file name, sequences, sha256) of every shard file, in order, checked against the layout."""
-        lines = self.listed if self.listed is not None else self._index_lines()
+        """(file name, sequences, sha256) of every shard file, in order, checked against the layout
+        (and, where the manifest lists them too, the index's records against the manifest's)."""
+        lines = self._index_lines() if self.index is not None else self.listed
         count = 0
         for count, record in enumerate(lines, start=1):
             name, sequences, sha256 = (
-                (record["file"], int(record["num_sequences"]), record["sha256"])
+                _from_dict(record)
                 if isinstance(record, dict)
                 else _parse_line(record, self.root / self.index["file"], count)
             )
             shard = count - 1
+            if self.index is not None and self.listed is not None:
+                if shard >= len(self.listed) or _from_dict(self.listed[shard]) != (name, sequences, sha256):
+                    raise PipelineError(
+                        f"{self.root}: the record of {name} in {self.index['file']} differs from {MANIFEST_NAME}"
+                    )
             if (
                 shard >= self.num_shards
                 or name != shard_file_name(self.split, shard)
@@ -129,6 +137,10 @@ class SplitLayout:
             raise PipelineError(f"shard index {path} is corrupted: sha256 mismatch; re-run `pipeline shard`")
         with open(path, encoding="utf-8") as lines:
             yield from lines
+
+
+def _from_dict(record: dict[str, Any]) -> tuple[str, int, str]:
+    return record["file"], int(record["num_sequences"]), record["sha256"]
 
 
 def _parse_line(line: str, path: Path, number: int) -> tuple[str, int, str]:

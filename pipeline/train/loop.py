@@ -78,6 +78,8 @@ class _Trainer:
         self.state = TrainerState(epoch_of=task.epoch_of)
         self._resume()
         self.logger = RunLogger(accelerator, out, hparams, train.max_steps, self.state.step, train.progress)
+        if task.facts:
+            self.logger.log(self.state.step, task.facts)
         peak = train.peak_tflops * 1e12 or measure_peak_flops(
             accelerator.device, compute_dtype(accelerator.mixed_precision)
         )
@@ -280,6 +282,7 @@ def _summary(trainer: _Trainer, start_step: int, seconds: float, completed: bool
         "mfu": tps * trainer.meter.flops_per_token / trainer.meter.peak if trainer.meter.peak else 0.0,
         "best": state.best,
         "nonfinite_steps": state.nonfinite_steps,
+        **trainer.task.facts,
     }
     console.info(
         f"run summary: {summary['steps']} steps ({summary['steps_this_run']} this run), {tokens:,} tokens, "

@@ -7,13 +7,14 @@ The contract between a stage and :func:`pipeline.train.fit`:
 * ``make_batch(step, micro)`` returns this process's micro-batch: CPU tensors plus the
   :data:`COUNTERS` (loss targets and tokens, bookkeeping the loop reads and does not pass on);
 * ``epoch_of(step)`` says how many passes over the training data ``step`` optimizer steps make
-  (logged as ``train/epoch``).
+  (logged as ``train/epoch``);
+* ``facts`` are constants of the run (e.g. the data's unigram entropy), logged once and summarised.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,3 +44,6 @@ class TrainTask:
     on_new_best: Callable[[torch.nn.Module, dict[str, float], int], None] | None = None
     # step -> passes over the training data (the data plan's GlobalBatchPlan.epoch_of)
     epoch_of: Callable[[int], float] = no_epochs
+    # constants of the run worth a plot line (e.g. data/unigram_entropy): logged once at the first
+    # step of every invocation and written to summary.json
+    facts: dict[str, float] = field(default_factory=dict)

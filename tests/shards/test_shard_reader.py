@@ -108,6 +108,7 @@ def test_uint32_shards_for_a_large_vocabulary(tmp_path):
         "shard_size": 50,
         "num_shards": 0,
         "index": empty_index,
+        "shards": [],
     }
     assert len(ShardReader(tmp_path / "out", "validation")) == 0
 
@@ -201,3 +202,35 @@ def test_version_1_manifests_are_still_read(reference, tmp_path):
     (old / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PipelineError, match="does not write"):
         ShardReader(old)
+
+
+def test_small_splits_also_list_their_records_in_the_manifest(tmp_path, monkeypatch):
+    """The DESIGN contract (per-shard file/sequences/sha256 in manifest.json) holds up to
+    INLINE_RECORDS files per split; beyond that only the index holds them (bounded manifest)."""
+    from pipeline.shards import format as shard_format
+
+    monkeypatch.setattr(shard_format, "INLINE_RECORDS", 2)
+    for files, listed in ((2, True), (3, False)):
+        out = tmp_path / f"set{files}"
+        out.mkdir()
+        writer = shard_format.ShardFileWriter(out, "train", np.dtype(np.uint16), shard_size=4)
+        writer.write(np.arange(8 * 4 * files, dtype=np.uint16).reshape(4 * files, 8))
+        keys = writer.close()
+        index = (out / "train.index.tsv").read_text().splitlines()
+        assert keys["num_shards"] == len(index) == files
+        if listed:
+            assert [f"{r['file']}\t{r['num_sequences']}\t{r['sha256']}" for r in keys["shards"]] == index
+        else:
+            assert "shards" not in keys
+
+
+def test_verify_checks_the_manifest_records_against_the_index(reference, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(reference, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["sha256"] = "0" * 64
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        PipelineError, match=r"train-00000\.bin in train\.index\.tsv differs from manifest\.json"
+    ):
+        ShardReader(broken, verify=True)
