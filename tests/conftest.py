@@ -30,6 +30,10 @@ def _few_threads(monkeypatch):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # fp32 unless a test says otherwise: train.precision=auto would pick bf16 on some CPUs and fp32 on
+    # others, and the tests' tolerances must not depend on the machine (tests/train/test_precision.py
+    # covers auto by clearing this)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
 
 
 @pytest.fixture(scope="session")

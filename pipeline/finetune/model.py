@@ -9,6 +9,7 @@ global number of targets (examples, or labelled tokens for NER).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,14 @@ class FinetuneModelConfig(ModelConfig):
     trust_remote_code: bool = option(
         False, "allow model code shipped inside init_from (off: never run downloaded code)"
     )
+
+    def matmul_dims(self) -> tuple[int, int]:
+        """(hidden size, feed-forward width) of the model ``init_from`` holds (else of the preset)."""
+        try:
+            saved = json.loads((Path(self.init_from) / "config.json").read_text())
+            return int(saved["hidden_size"]), int(saved["intermediate_size"])
+        except (OSError, ValueError, KeyError, TypeError):  # none, or unreadable: the build reports it
+            return super().matmul_dims()
 
     def validate(self) -> None:
         super().validate()

@@ -84,6 +84,11 @@ class ModelConfig:
         "sdpa", "transformers attention backend: sdpa | eager | flash_attention_2"
     )
 
+    def matmul_dims(self) -> tuple[int, int]:
+        """(hidden size, feed-forward width): the shapes ``train.precision=auto`` probes."""
+        dims = resolve_dims(self)
+        return dims["hidden_size"], dims["intermediate_size"]
+
     def validate(self) -> None:
         resolve_dims(self)
         if not 0.0 <= self.dropout < 1.0:
