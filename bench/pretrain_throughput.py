@@ -50,7 +50,7 @@ from transformers import AutoTokenizer, BertConfig  # noqa: E402
 from bench import workspace  # noqa: E402
 from bench.hf_recipes import HFMlmTrainer, mlm_dataset  # noqa: E402
 from bench.ours import Interleave, Variant, profile_pretrain, run_pretrain  # noqa: E402
-from pipeline.mlm.models import PRESETS, mlm_flops_per_token  # noqa: E402
+from pipeline.mlm import PRESETS, mlm_flops_per_token  # noqa: E402
 
 SEQ_LEN = 128
 

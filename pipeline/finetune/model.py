@@ -120,7 +120,7 @@ def build_model(
         return _head_class(task).from_pretrained(
             path,
             trust_remote_code=cfg.trust_remote_code,
-            attn_implementation=cfg.attn_implementation,
+            attn_implementation=cfg.attention(),
             **extra,
             **dropout_settings(saved, cfg.dropout),
         )
