@@ -24,6 +24,7 @@ from transformers import (
 
 from pipeline.config import REQUIRED, option
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.finetune.packing import packed_logits
 from pipeline.finetune.task import TaskType
 from pipeline.mlm import ENCODER_LAYER_CLASS, ModelConfig, dropout_settings, encoder_config
 from pipeline.text import load_tokenizer as load_saved_tokenizer
@@ -140,13 +141,32 @@ class FinetuneModel(torch.nn.Module):
         self._no_split_modules = [layer] if layer else list(getattr(model, "_no_split_modules", None) or [])
 
     def forward(
-        self, input_ids, attention_mask, labels=None, token_type_ids=None, weight=None, predict: bool = False
+        self,
+        input_ids,
+        attention_mask=None,
+        labels=None,
+        token_type_ids=None,
+        weight=None,
+        predict: bool = False,
+        position_ids=None,
+        segment_ids=None,
+        example_starts=None,
     ):
-        """``weight`` [B] (optional) scales each example's loss; evaluation uses 0 for padding rows."""
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        """A padded batch (``attention_mask``), or a packed one (``segment_ids``, ``position_ids``,
+        ``example_starts``: ``pipeline.finetune.packing``).  ``weight`` [B] (optional) scales each
+        example's loss; evaluation uses 0 for padding rows."""
+        inputs = {"input_ids": input_ids}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        logits = self.model(**inputs).logits.float()
+        if segment_ids is not None:
+            packed = {
+                "position_ids": position_ids,
+                "segment_ids": segment_ids,
+                "example_starts": example_starts,
+            }
+            logits = packed_logits(self.model, {**inputs, **packed}).float()
+        else:
+            logits = self.model(**inputs, attention_mask=attention_mask).logits.float()
         predictions = logits.squeeze(-1) if self.task == "regression" else logits.argmax(dim=-1)
         out = {"predictions": predictions.detach()} if predict else {}
         if labels is None:
