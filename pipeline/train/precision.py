@@ -22,6 +22,7 @@ so all of them compute alike.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -47,7 +48,7 @@ class PrecisionChoice:
     precision: str  # fp32 | bf16 | fp16 (| fp8 from a launcher)
     source: str  # "launch" | "train.precision" | "auto"
     reason: str
-    probe_tflops: dict[str, float] = field(default_factory=dict)  # auto on CPU: measured per dtype
+    probe: dict[str, float] = field(default_factory=dict)  # auto on CPU: matmul_probe's numbers
 
     @property
     def mixed_precision(self) -> str:
@@ -66,10 +67,12 @@ def _probe_rows(hidden: int, width: int) -> int:
 
 
 def matmul_probe(device: torch.device, hidden: int, width: int, seconds: float = 0.25) -> dict[str, float]:
-    """TFLOP/s of one linear layer's training matmuls (y = x W, dx = dy W^T, dW = x^T dy) at
-    ``hidden`` x ``width`` in fp32 and in bf16, the bf16 side casting its fp32 weight every time as
-    autocast does.  The two dtypes alternate (a busy machine slows both alike); best rep of each.
-    Cached per process."""
+    """One linear layer's training matmuls (y = x W, dx = dy W^T, dW = x^T dy) at ``hidden`` x
+    ``width``, in fp32 and in bf16 (casting its fp32 weight every time, as autocast does).  Returns
+    the best TFLOP/s of each dtype and ``bf16_speedup``: the median over back-to-back fp32/bf16 pairs
+    of their time ratio, which a busy machine slows alike (on a shared 2-core box single reps vary
+    10x; the pairs' median stays put).  At least 5 pairs, more while ``seconds`` last.  Cached per
+    process."""
     rows = _probe_rows(hidden, width)
     key = (str(device), rows, hidden, width)
     if key in _PROBE_CACHE:
@@ -91,14 +94,16 @@ def matmul_probe(device: torch.device, hidden: int, width: int, seconds: float =
 
     for dtype in inputs:  # warm-up: kernel selection, first-touch allocation
         rep(dtype)
-    best = {dtype: float("inf") for dtype in inputs}
-    deadline, reps = time.perf_counter() + seconds, 0
-    while reps < 2 or (time.perf_counter() < deadline and reps < 20):
-        for dtype in inputs:
-            best[dtype] = min(best[dtype], rep(dtype))
-        reps += 1
+    pairs: list[tuple[float, float]] = []
+    deadline = time.perf_counter() + seconds
+    while len(pairs) < 5 or (time.perf_counter() < deadline and len(pairs) < 21):
+        pairs.append((rep(torch.float32), rep(torch.bfloat16)))
     flops = 6 * rows * hidden * width
-    result = {"fp32": flops / best[torch.float32] / 1e12, "bf16": flops / best[torch.bfloat16] / 1e12}
+    result = {
+        "fp32": flops / min(p[0] for p in pairs) / 1e12,
+        "bf16": flops / min(p[1] for p in pairs) / 1e12,
+        "bf16_speedup": statistics.median(fp32 / bf16 for fp32, bf16 in pairs),
+    }
     _PROBE_CACHE[key] = result
     return result
 
@@ -111,10 +116,10 @@ def _auto(device: torch.device, matmul_dims: tuple[int, int]) -> PrecisionChoice
     if device.type != "cpu":
         return PrecisionChoice("fp32", "auto", f"no bf16 probe for device type {device.type}")
     probe = matmul_probe(device, *matmul_dims)
-    speedup = probe["bf16"] / probe["fp32"]
+    speedup = probe["bf16_speedup"]
     measured = (
         f"a matmul probe at this model's sizes ({matmul_dims[0]} x {matmul_dims[1]}) ran bf16 at "
-        f"{speedup:.2f}x fp32 ({probe['bf16']:.3f} vs {probe['fp32']:.3f} TFLOP/s)"
+        f"{speedup:.2f}x fp32 (best {probe['bf16']:.3f} vs {probe['fp32']:.3f} TFLOP/s)"
     )
     if speedup >= BF16_MARGIN:
         return PrecisionChoice("bf16", "auto", measured, probe)

@@ -37,7 +37,7 @@ def probe_says(monkeypatch):
     """Make the CPU probe report bf16 at ``ratio`` x fp32."""
 
     def set_ratio(ratio: float) -> None:
-        numbers = {"fp32": 0.1, "bf16": 0.1 * ratio}
+        numbers = {"fp32": 0.1, "bf16": 0.1 * ratio, "bf16_speedup": ratio}
         monkeypatch.setattr(precision, "matmul_probe", lambda *args, **kwargs: numbers)
 
     return set_ratio
@@ -50,7 +50,7 @@ def test_auto_on_cpu_follows_the_probe(probe_says, ratio, expected):
     probe_says(ratio)
     choice = _choose("auto")
     assert (choice.precision, choice.source) == (expected, "auto")
-    assert f"{ratio:.2f}x fp32" in choice.reason and choice.probe_tflops["bf16"] == pytest.approx(0.1 * ratio)
+    assert f"{ratio:.2f}x fp32" in choice.reason and choice.probe["bf16_speedup"] == ratio
     assert choice.mixed_precision == ("bf16" if expected == "bf16" else "no")
 
 
@@ -58,7 +58,7 @@ def test_auto_on_cpu_follows_the_probe(probe_says, ratio, expected):
 def test_explicit_config_wins_over_the_probe(probe_says, configured):
     probe_says(5.0)
     choice = _choose(configured)
-    assert (choice.precision, choice.source, choice.probe_tflops) == (configured, "train.precision", {})
+    assert (choice.precision, choice.source, choice.probe) == (configured, "train.precision", {})
 
 
 @pytest.mark.parametrize(("launch", "expected"), [("no", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")])
@@ -77,7 +77,7 @@ def test_launcher_and_config_that_disagree_are_one_clear_error():
 
 def test_probe_measures_both_dtypes_once_per_process():
     first = matmul_probe(CPU, 32, 48, seconds=0.01)
-    assert first["fp32"] > 0 and first["bf16"] > 0
+    assert first["fp32"] > 0 and first["bf16"] > 0 and first["bf16_speedup"] > 0
     assert matmul_probe(CPU, 32, 48, seconds=0.01) is first  # cached: no second measurement
 
 
@@ -86,9 +86,8 @@ def test_pretrain_records_the_auto_choice_and_honours_an_explicit_one(tiny_shard
     common = ["train.max_steps=1", "train.eval_every=0", "train.save_every=0"]
     assert pretrain(tiny_shards, tmp_path / "auto", *common) == 0
     chosen = json.loads((tmp_path / "auto" / "summary.json").read_text())["precision"]
-    probe = chosen["probe_tflops"]
     assert chosen["source"] == "auto"
-    assert chosen["precision"] == ("bf16" if probe["bf16"] >= BF16_MARGIN * probe["fp32"] else "fp32")
+    assert chosen["precision"] == ("bf16" if chosen["probe"]["bf16_speedup"] >= BF16_MARGIN else "fp32")
     assert pretrain(tiny_shards, tmp_path / "fp32", *common, "train.precision=fp32") == 0
     pinned = json.loads((tmp_path / "fp32" / "summary.json").read_text())["precision"]
     assert (pinned["precision"], pinned["source"]) == ("fp32", "train.precision")
