@@ -30,21 +30,14 @@ from bench.common import machine_info, median, print_table, quiet_environment, w
 quiet_environment()
 
 from bench import workspace  # noqa: E402
-from bench.ours import Variant, pretrain_config, run_pretrain  # noqa: E402
+from bench.ours import PretrainSetup, Variant, pretrain_config, run_pretrain  # noqa: E402
 
 VOCAB = {"tiny": 8000, "mini": 8000, "base": 30522}
 
 
 def wait_fraction(args, shards, prefetch: int) -> dict:
-    run = run_pretrain(
-        Variant(),
-        shards,
-        args.size,
-        batch_size=args.batch_size,
-        grad_accum=1,
-        steps=args.warmup + args.steps + 1,
-        prefetch=prefetch,
-    )
+    setup = PretrainSetup(shards, "bert", args.size, args.batch_size, grad_accum=1)
+    run = run_pretrain(Variant(), setup, steps=args.warmup + args.steps + 1, prefetch=prefetch)
     durations, waits = run["durations"][args.warmup :], run["waits"][args.warmup :]
     return {
         "prefetch": prefetch,
@@ -68,15 +61,8 @@ def seek_times(args, shards) -> tuple[list[dict], dict]:
     from pipeline.stages.pretrain import build_task
     from pipeline.train import batches, make_accelerator
 
-    cfg = pretrain_config(
-        shards,
-        workspace.CACHE_DIR / "seek-run",
-        args.size,
-        batch_size=args.batch_size,
-        grad_accum=1,
-        max_steps=10**9,
-        compile=False,
-    )
+    setup = PretrainSetup(shards, "bert", args.size, args.batch_size, grad_accum=1)
+    cfg = pretrain_config(setup, Variant(), workspace.CACHE_DIR / "seek-run", max_steps=10**9)
     accelerator = make_accelerator(cfg.train, cfg.output_dir, log=False)
     task, train = build_task(cfg, accelerator)
     num_samples = len(ShardReader(shards, "train"))

@@ -2,9 +2,9 @@
 
 Run from the repository root (the venv active):
 
-    python -m bench.finetune_throughput                   # BERT mini, batch 32 (~4 min on 2 cores)
+    python -m bench.finetune_throughput                   # BERT mini, batch 32 (~6 min on 2 cores)
     python -m bench.finetune_throughput --size base --steps 4
-    python -m bench.finetune_throughput --configs hf,ours,ours_bf16
+    python -m bench.finetune_throughput --configs hf,ours,ours_fp32,hf_fp32,hf_bf16
 
 Both sides fine-tune the same architecture (BERT with the size preset's dimensions, randomly
 initialised - throughput does not depend on the weights) on the first ``--examples`` SST-2 training
@@ -12,11 +12,13 @@ sentences, tokenized with the same 8k WordPiece tokenizer (max length 128), batc
 padding to the longest sentence of each batch:
 
 * hf: ``bench.hf_recipes.HFClassifierTrainer`` (DataCollatorWithPadding, AutoModelForSequenceClassification,
-  torch AdamW, the example's Accelerate loop), fp32;
+  torch AdamW, the example's Accelerate loop) at ITS best precision here: fp32 and bf16-autocast steps
+  alternate first and the faster becomes the baseline (``hf_fp32`` / ``hf_bf16`` are references);
 * ours: the real ``pipeline finetune`` stage (its build_task and runner, ``model.init_from=none``) in the
   real ``fit`` loop, step-timed by ``bench.ours.instrumented_fit``, drawing random batches as the
-  HF recipe does; ``ours_grouped`` batches sentences of similar length (``data.group_by_length``);
-  ``ours_bf16`` adds ``accelerate --mixed_precision bf16``.
+  HF recipe does, in the precision ``train.precision=auto`` picks: ``ours_padded`` pads each batch
+  like the recipe (``data.packing=false``), ``ours`` packs it (the default), ``ours_fp32`` is the
+  default in fp32, ``ours_grouped`` adds length-grouped batches (``data.group_by_length``).
 
 Examples/s = sequences per step x steady-state steps / their total time (a mean, because dynamic
 padding makes each step's cost depend on its longest sentence).  Each of our rows alternates step
@@ -45,16 +47,19 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.mlm.models import PRESETS  # noqa: E402
 
 MAX_LENGTH, VOCAB = 128, 8000
-ROWS = {  # name -> (description, overrides of our finetune config)
-    "hf": ("HF run_glue_no_trainer recipe: fp32, DataCollatorWithPadding, torch AdamW", []),
-    "hf_bf16": ("HF recipe with accelerate --mixed_precision bf16 (reference)", []),
-    "ours": (
-        "pipeline finetune, random batches like the recipe: fit loop, fused AdamW, fp32",
-        ["data.group_by_length=false"],
+ROWS = {  # name -> (description, overrides of our finetune config; None for an HF row)
+    "hf": ("HF run_glue_no_trainer recipe at its best precision here (the baseline)", None),
+    "hf_fp32": ("HF recipe in fp32 (reference)", None),
+    "hf_bf16": ("HF recipe under accelerate --mixed_precision bf16 (reference)", None),
+    "ours_padded": (
+        "pipeline finetune, random batches padded like the recipe (data.packing=false); precision auto",
+        ["data.packing=false"],
     ),
+    "ours": ("+ packed batches, no padding (data.packing=true, the default)", []),
+    "ours_fp32": ("the default with train.precision=fp32 (reference)", ["train.precision=fp32"]),
     "ours_grouped": ("+ length-grouped batches (data.group_by_length=true)", ["data.group_by_length=true"]),
-    "ours_bf16": ("pipeline finetune + accelerate --mixed_precision bf16", []),
 }
+HF_PRECISION = {"hf_fp32": "no", "hf_bf16": "bf16"}
 
 
 def write_subset(source: Path, target: Path, limit: int) -> Path:
@@ -89,12 +94,12 @@ def hf_steps(args, train_tsv: Path, precision: str):
 
 
 def run_ours(
-    args, train_tsv: Path, dev_tsv: Path, precision: str, total_steps: int, overrides=(), on_tick=None
+    args, train_tsv: Path, dev_tsv: Path, total_steps: int, overrides=(), on_tick=None
 ) -> list[float]:
     from pipeline.stages import finetune
     from pipeline.train import run_training_stage
 
-    with tempfile.TemporaryDirectory(prefix="bench-finetune-") as out, mixed_precision(precision):
+    with tempfile.TemporaryDirectory(prefix="bench-finetune-") as out, mixed_precision(None):
         cfg = load_config(
             finetune.Config,
             None,
@@ -123,7 +128,8 @@ def run_ours(
         )
         times = StepTimes(on_tick=on_tick)
         # the stage's own run (finetune.run) with the loop's timing hooks
-        run_training_stage(cfg, finetune.build_task, hooks=instrumented_fit(times, grad_accum=1))
+        hooks = instrumented_fit(times, grad_accum=1)
+        run_training_stage(cfg, finetune.build_task, hooks=hooks, matmul_dims=cfg.model.matmul_dims())
     return times.durations
 
 
@@ -132,14 +138,26 @@ def _examples_per_s(args, durations: list[float]) -> float:
     return args.batch_size * len(steady) / sum(steady)
 
 
-def measure_round(args, configs, trainers, train_tsv: Path, dev_tsv: Path, interleave: bool) -> dict:
+def best_hf_precision(args, trainers: dict) -> str:
+    """The HF recipe's faster precision here: fp32 and bf16 steps alternate (after one warm-up each)."""
+    sides = {mode: Interleave(trainers[mode]) for mode in ("no", "bf16")}
+    for _ in range(args.calibration_steps + 1):
+        for partner in sides.values():
+            partner()
+    speedup = median(f / b for f, b in zip(sides["no"].durations[1:], sides["bf16"].durations[1:]))
+    print(f"HF recipe: bf16 autocast runs at {speedup:.2f}x fp32 here", flush=True)
+    return "bf16" if speedup > 1 else "no"
+
+
+def measure_round(
+    args, configs, trainers, baseline: str, train_tsv: Path, dev_tsv: Path, interleave: bool
+) -> dict:
     """Every row once; with ``hf`` among the rows, each of ours alternates step by step with it."""
     total, measured, hf_durations = args.warmup + args.steps, {}, []
     for name in configs:
-        precision = "bf16" if name.endswith("bf16") else "no"
-        if name.startswith("hf"):
+        if ROWS[name][1] is None:
             if not (name == "hf" and interleave):
-                partner = Interleave(trainers[precision])
+                partner = Interleave(trainers[HF_PRECISION.get(name, baseline)])
                 for _ in range(total):
                     partner()
                 measured[name] = {
@@ -147,8 +165,8 @@ def measure_round(args, configs, trainers, train_tsv: Path, dev_tsv: Path, inter
                     "all_step_s": partner.durations,
                 }
             continue
-        partner = Interleave(trainers["no"]) if interleave else None
-        durations = run_ours(args, train_tsv, dev_tsv, precision, total, ROWS[name][1], on_tick=partner)
+        partner = Interleave(trainers[baseline]) if interleave else None
+        durations = run_ours(args, train_tsv, dev_tsv, total, ROWS[name][1], on_tick=partner)
         measured[name] = {"examples_per_s": _examples_per_s(args, durations), "all_step_s": durations}
         if partner is not None:
             measured[name]["paired_hf"] = _examples_per_s(args, partner.durations)
@@ -164,7 +182,8 @@ def measure_round(args, configs, trainers, train_tsv: Path, dev_tsv: Path, inter
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=list(PRESETS), default="mini")
-    parser.add_argument("--configs", default="hf,ours,ours_grouped")
+    parser.add_argument("--configs", default="hf,ours_padded,ours,ours_fp32,ours_grouped")
+    parser.add_argument("--calibration-steps", type=int, default=4, help="HF fp32/bf16 step pairs")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--examples", type=int, default=4096, help="SST-2 training sentences used")
     parser.add_argument("--warmup", type=int, default=2)
@@ -175,17 +194,16 @@ def main() -> None:
     if set(configs) - set(ROWS):
         parser.error(f"unknown configs {sorted(set(configs) - set(ROWS))}; choose from {list(ROWS)}")
     machine = machine_info()
-    interleave = "hf" in configs and any(not name.startswith("hf") for name in configs)
-    rounds, trainers = [], {}
+    interleave = "hf" in configs and any(ROWS[name][1] is not None for name in configs)
+    rounds, trainers, baseline = [], {}, None
     with tempfile.TemporaryDirectory(prefix="bench-sst2-") as tmp:
         train_tsv = write_subset(DATA_DIR / "sst2" / "train.tsv", Path(tmp) / "train.tsv", args.examples)
         dev_tsv = write_subset(DATA_DIR / "sst2" / "dev.tsv", Path(tmp) / "dev.tsv", 64)
-        for precision in {
-            "bf16" if name.endswith("bf16") else "no" for name in configs if name.startswith("hf")
-        }:
-            trainers[precision] = hf_steps(args, train_tsv, precision)
+        if any(ROWS[name][1] is None for name in configs):
+            trainers = {mode: hf_steps(args, train_tsv, mode) for mode in ("no", "bf16")}
+            baseline = best_hf_precision(args, trainers)
         for index in range(args.rounds):
-            rounds.append(measure_round(args, configs, trainers, train_tsv, dev_tsv, interleave))
+            rounds.append(measure_round(args, configs, trainers, baseline, train_tsv, dev_tsv, interleave))
             print(
                 f"round {index + 1}/{args.rounds}: "
                 + ", ".join(f"{name} {m['examples_per_s']:.1f} examples/s" for name, m in rounds[-1].items()),
@@ -206,7 +224,8 @@ def main() -> None:
         for name in configs
     ]
     table = print_table(
-        f"SST-2 fine-tuning throughput, BERT {args.size}, batch {args.batch_size}, dynamic padding, {machine['cpu']}",
+        f"SST-2 fine-tuning throughput, BERT {args.size}, batch {args.batch_size}, random batches, {machine['cpu']}; "
+        f"HF baseline in {'fp32' if baseline == 'no' else baseline}",
         rows,
         [
             ("config", "row", ""),
@@ -219,6 +238,7 @@ def main() -> None:
         "finetune_throughput",
         {
             "settings": vars(args),
+            "hf_baseline": baseline,
             "rows": rows,
             "rounds": rounds,
             "table": table,

@@ -5,10 +5,12 @@
 #   bench/gpu.sh              # on a CUDA machine, from anywhere; ~5-10 min (data prep, compile, 7 rows)
 #   bench/gpu.sh --dry-run    # on CPU: syntax, imports and a 1-step tiny run of every row kind
 #
-# Rows: hf (fp32, as the example runs by default), hf_bf16 (the example under
-# `accelerate --mixed_precision bf16`), then our ablation (sparse head, fused AdamW, bf16, dropout 0,
-# torch.compile; dropout 0.1 up to bf16_eager like the recipe).  Results:
-# bench/results/pretrain_base_cuda.json (with the GPU model) plus a torch.profiler table of our best row.
+# Rows: hf (the example at its best precision on this GPU: fp32 and bf16 autocast are tried first),
+# hf_fp32, then our ablation from the recipe's settings (dense loss, torch AdamW, dropout 0.1) in the
+# precision train.precision=auto picks (bf16 on a GPU with native bf16): sparse head, fused AdamW,
+# dropout 0, attention auto (SDPA on CUDA), torch.compile (default, max-autotune-no-cudagraphs), and
+# the document mask.  Results: bench/results/pretrain_base_cuda.json (with the GPU model) plus a
+# torch.profiler table of our best row.
 # Environment: PIPELINE_DATA (folder holding wikitext-2/; a synthetic corpus is used if absent),
 # PIPELINE_BENCH_CACHE (tokenizer/shard cache, default /tmp/pipeline-bench), BATCH (default 128).
 set -euo pipefail
@@ -17,8 +19,8 @@ cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--dry-run" ]]; then
     bash -n bench/gpu.sh
     python -m compileall -q bench pipeline
-    exec python -m bench.pretrain_throughput --size tiny --device cpu \
-        --configs hf,hf_bf16,hf_nodrop,loop,sparse,fused,nodrop,bf16_eager,bf16_nodrop --batch-size 2 --warmup 0 --steps 1 --rounds 1 \
+    exec python -m bench.pretrain_throughput --size tiny --device cpu --calibration-steps 1 \
+        --configs hf,hf_fp32,hf_bf16,hf_nodrop,loop,sparse,fused,nodrop,attn,attn_fp32,compile_static,doc_mask --batch-size 2 --warmup 0 --steps 1 --rounds 1 \
         --name gpu_dry_run
 fi
 
@@ -28,5 +30,5 @@ if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python -m bench.pretrain_throughput --size base --device cuda --batch-size "${BATCH:-128}" \
-    --configs hf,hf_bf16,loop,sparse,fused,bf16_eager,bf16_nodrop,bf16 --warmup 3 --steps 10 --rounds 1 --profile \
+    --configs hf,hf_fp32,loop,sparse,fused,nodrop,attn,compile,compile_max,doc_mask --warmup 3 --steps 10 --rounds 1 --profile \
     --name pretrain_base_cuda

@@ -148,7 +148,8 @@ class _ExampleLoop:
 
 
 class HFMlmTrainer(_ExampleLoop):
-    """run_mlm_no_trainer: ``hf_config`` sets the model dims (vocab = the tokenizer's)."""
+    """run_mlm_no_trainer: ``hf_config`` sets the model (BERT, ModernBERT, ... and its dims; vocab = the
+    tokenizer's); ``mlm_probability`` is the example's ``--mlm_probability`` (default 0.15)."""
 
     def __init__(
         self,
@@ -162,12 +163,13 @@ class HFMlmTrainer(_ExampleLoop):
         mixed_precision: str = "no",
         lr: float = 5e-5,
         seed: int = 0,
+        mlm_probability: float = 0.15,
     ):
         torch.manual_seed(seed)
         model = AutoModelForMaskedLM.from_config(hf_config)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
-        collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=0.15)
+        collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=mlm_probability)
         super().__init__(
             model,
             dataset,

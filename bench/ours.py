@@ -127,10 +127,14 @@ def instrumented_fit(times: StepTimes, grad_accum: int, fused_adamw: bool = True
 
 
 @contextmanager
-def mixed_precision(mode: str):
-    """Mixed precision the way a user sets it: ``accelerate launch --mixed_precision`` sets this env var."""
+def mixed_precision(mode: str | None):
+    """Mixed precision the way a user sets it: ``accelerate launch --mixed_precision`` exports this
+    variable; None = no launcher value (``train.precision`` decides, ``auto`` by default)."""
     old = os.environ.get("ACCELERATE_MIXED_PRECISION")
-    os.environ["ACCELERATE_MIXED_PRECISION"] = mode
+    if mode is None:
+        os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
+    else:
+        os.environ["ACCELERATE_MIXED_PRECISION"] = mode
     try:
         yield
     finally:
@@ -142,38 +146,50 @@ def mixed_precision(mode: str):
 
 @dataclass(frozen=True)
 class Variant:
-    """One configuration of our pretraining step (a row of the ablation)."""
+    """One configuration of our pretraining step (a row of the ablation).  Defaults = the pipeline's
+    defaults except where the ablation starts from the HF recipe's settings (dropout 0.1, SDPA)."""
 
     sparse_head: bool = True
     fused_adamw: bool = True
-    compile: bool = False
-    precision: str = "no"  # accelerate mixed precision: no | bf16
-    dropout: float = 0.1  # model.dropout (BERT's 0.1 = the HF recipe's; 0 = ModernBERT/NeoBERT/Cramming)
+    precision: str = "auto"  # train.precision: auto (the pipeline default) | fp32 | bf16
+    dropout: float = 0.1  # model.dropout (BERT's 0.1 = the HF recipe's; 0 = the pipeline default)
+    attention: str = "sdpa"  # model.attn_implementation (auto = the pipeline default: eager on CPU)
+    compile: bool = False  # train.compile
+    compile_mode: str | None = None  # bench only: torch.compile(mode=...) instead of train.compile
+    compile_dynamic: bool | None = None  # bench only: torch.compile(dynamic=...)
+    document_mask: bool = False  # mlm.document_mask
+
+
+@dataclass(frozen=True)
+class PretrainSetup:
+    """What every row of one benchmark run shares: data, model size and batch."""
+
+    shards: Path
+    arch: str
+    preset: str
+    batch_size: int
+    grad_accum: int
+    mlm_probability: float = 0.15
 
 
 def pretrain_config(
-    shards: Path,
-    output_dir: Path,
-    preset: str,
-    *,
-    batch_size: int,
-    grad_accum: int,
-    max_steps: int,
-    compile: bool,
-    prefetch: int = 4,
-    dropout: float = 0.1,
+    setup: PretrainSetup, variant: Variant, output_dir: Path, max_steps: int, prefetch: int = 4
 ):
     from pipeline.stages import pretrain
 
     overrides = [
-        f"data.shards={shards}",
+        f"data.shards={setup.shards}",
         f"output_dir={output_dir}",
-        "model.arch=bert",
-        f"model.preset={preset}",
-        f"model.dropout={dropout}",
+        f"model.arch={setup.arch}",
+        f"model.preset={setup.preset}",
+        f"model.dropout={variant.dropout}",
+        f"model.attn_implementation={variant.attention}",
+        f"mlm.probability={setup.mlm_probability}",
+        f"mlm.document_mask={str(variant.document_mask).lower()}",
         f"train.max_steps={max_steps}",
-        f"train.batch_size={batch_size}",
-        f"train.grad_accum={grad_accum}",
+        f"train.batch_size={setup.batch_size}",
+        f"train.grad_accum={setup.grad_accum}",
+        f"train.precision={variant.precision}",
         "train.lr=5e-4",
         "train.warmup_steps=0",
         "train.eval_every=0",
@@ -182,53 +198,46 @@ def pretrain_config(
         "train.peak_tflops=1",
         "train.progress=false",
         "train.resume=never",
-        f"train.compile={str(compile).lower()}",
+        f"train.compile={str(variant.compile).lower()}",
         f"train.prefetch={prefetch}",
     ]
     return load_config(pretrain.Config, None, overrides)
 
 
+def _compile_for_bench(model: torch.nn.Module, variant: Variant) -> None:
+    """torch.compile modes the config does not offer (rows that measure them)."""
+    if variant.compile_mode is None and variant.compile_dynamic is None:
+        return
+    kwargs = {"mode": variant.compile_mode, "dynamic": variant.compile_dynamic}
+    model.compile(**{k: v for k, v in kwargs.items() if v is not None})
+
+
 def run_pretrain(
-    variant: Variant,
-    shards: Path,
-    preset: str,
-    *,
-    batch_size: int,
-    grad_accum: int,
-    steps: int,
-    prefetch: int = 4,
-    on_tick=None,
+    variant: Variant, setup: PretrainSetup, *, steps: int, prefetch: int = 4, on_tick=None
 ) -> dict:
     """Train ``steps`` optimizer steps with the real stage + loop; returns ``steps - 1`` step durations
-    (the first includes compilation / warm-up), the data waits, tokens per step and FLOPs per token."""
+    (the first includes compilation / warm-up), the data waits, tokens per step, FLOPs per token and
+    the precision the run chose."""
     from pipeline.stages.pretrain import build_task
     from pipeline.train import make_accelerator
+    from pipeline.train.accel import precision_of
 
-    with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as out, mixed_precision(variant.precision):
-        cfg = pretrain_config(
-            shards,
-            Path(out),
-            preset,
-            batch_size=batch_size,
-            grad_accum=grad_accum,
-            max_steps=steps,
-            compile=variant.compile,
-            prefetch=prefetch,
-            dropout=variant.dropout,
-        )
-        accelerator = make_accelerator(cfg.train, out, log=False)
+    with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as out, mixed_precision(None):
+        cfg = pretrain_config(setup, variant, Path(out), steps, prefetch)
+        accelerator = make_accelerator(cfg.train, out, log=False, matmul_dims=cfg.model.matmul_dims())
         task, train = build_task(cfg, accelerator)
         task.evaluate, task.export = None, lambda *args: None
-        seq_len = int(read_manifest(shards)[1]["seq_len"])
+        seq_len = int(read_manifest(setup.shards)[1]["seq_len"])
         if not variant.sparse_head:
             task.model = DenseMLM(task.model.mlm)
             task.flops_per_token = mlm_flops_per_token(
                 task.model.mlm.config, seq_len, seq_len
             )  # head everywhere
+        _compile_for_bench(task.model, variant)
         times = StepTimes(
             sync=torch.cuda.synchronize if accelerator.device.type == "cuda" else None, on_tick=on_tick
         )
-        hooks = instrumented_fit(times, grad_accum, fused_adamw=variant.fused_adamw)
+        hooks = instrumented_fit(times, setup.grad_accum, fused_adamw=variant.fused_adamw)
         summary = fit(accelerator, train, task, out, cfg, hooks=hooks)
     # intervals between batch requests: steps - 1 complete step periods (the last step ends inside
     # fit's shutdown, which is not timed)
@@ -237,42 +246,40 @@ def run_pretrain(
         "waits": times.waits[: len(times.durations)],
         "tokens_per_step": train.global_batch(accelerator.num_processes) * seq_len,
         "flops_per_token": task.flops_per_token,
+        "precision": precision_of(accelerator).precision,
         "summary": summary,
     }
 
 
-_OP_GROUPS = {  # profiler op name -> where the step's time goes
+_OP_GROUPS = {  # profiler op name prefix -> where the step's time goes
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm"),
+    "SDPA attention kernels": ("aten::_scaled_dot_product",),
+    "kernels fused by torch.compile (elementwise, norms, softmax, loss)": ("graph_",),
+    "casts and copies": ("aten::copy_", "aten::_to_copy"),
     "optimizer": ("aten::_fused_adamw_", "Optimizer.step", "aten::_foreach", "aten::lerp", "aten::addcmul"),
 }
 
 
-def profile_pretrain(variant: Variant, shards: Path, args) -> dict:
+def profile_pretrain(variant: Variant, setup: PretrainSetup, args) -> dict:
     """torch.profiler over two steady-state steps of ``variant``: top ops and the matmul share."""
+    import torch._inductor.config
     from torch.profiler import ProfilerActivity, profile, schedule
 
+    torch._inductor.config.cpp.enable_kernel_profile = True  # compiled CPU kernels appear by name
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     plan = schedule(wait=args.warmup + 1, warmup=1, active=2, repeat=1)
     with profile(activities=activities, schedule=plan) as prof:
-        run_pretrain(
-            variant,
-            shards,
-            args.preset,
-            batch_size=args.batch_size,
-            grad_accum=args.grad_accum,
-            steps=args.warmup + 6,
-            on_tick=prof.step,
-        )
+        run_pretrain(variant, setup, steps=args.warmup + 6, on_tick=prof.step)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
     events = prof.key_averages()
-    table = events.table(sort_by=attr, row_limit=15)
+    table = events.table(sort_by=attr, row_limit=20, max_name_column_width=70)
     print(table)
     total = sum(getattr(e, attr) for e in events) or 1.0
     shares = {
         group: sum(getattr(e, attr) for e in events if e.key.startswith(names)) / total
         for group, names in _OP_GROUPS.items()
     }
-    shares["other (elementwise, norms, softmax, dropout, copies)"] = 1.0 - sum(shares.values())
+    shares["other eager ops (elementwise, norms, softmax, dropout)"] = 1.0 - sum(shares.values())
     print("share of profiled op time: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
     return {"variant": str(variant), "top_ops": table, "time_shares": shares}

@@ -2,33 +2,35 @@
 
 Run from the repository root (the venv active):
 
-    python -m bench.pretrain_throughput --size mini          # ~7 min on 2 cores: ablation without compile
-    python -m bench.pretrain_throughput --size mini --configs hf,nodrop,compile,bf16 --rounds 1 \
-        --name pretrain_mini_cpu_compile                     # + torch.compile (cold compile ~1-3 min per row)
-    python -m bench.pretrain_throughput --size base          # BERT-base dims: HF recipe vs ours (fp32)
-    python -m bench.pretrain_throughput --size base --configs hf,fused,nodrop,compile,bf16 --rounds 2   # longer
-    python -m bench.pretrain_throughput --size base --device cuda --batch-size 128 ...            # see bench/gpu.sh
-    python -m bench.pretrain_throughput --size mini --profile  # + torch.profiler table of our best step
+    python -m bench.pretrain_throughput --size mini                 # ~10 min on 2 cores: the ablation
+    python -m bench.pretrain_throughput --size mini --configs hf,attn,compile,compile_max,compile_static \\
+        --rounds 2 --name pretrain_mini_cpu_compile                 # torch.compile modes (cold compile: minutes)
+    python -m bench.pretrain_throughput --size mini --arch modernbert --mlm-probability 0.3 \\
+        --configs hf,attn,compile --name pretrain_modernbert_mini_cpu   # the ModernBERT-style small recipe
+    python -m bench.pretrain_throughput --size base                 # BERT-base dims: MFU
+    python -m bench.pretrain_throughput --size mini --profile       # + torch.profiler table of our best row
+    python -m bench.pretrain_throughput --size base --device cuda --batch-size 128 ...   # see bench/gpu.sh
 
-Both sides train the same model dimensions (BERT; ``mini`` = hidden 256 x 4 layers, vocab 8000;
-``base`` = 768 x 12, vocab 30522) on the same WikiText-2 text, at the same sequence length (128)
-and tokens per optimizer step.  The baseline is ``bench.hf_recipes.HFMlmTrainer`` (the example's
-data pipeline, model, optimizer and loop, fp32).  Ours is the real ``pipeline pretrain`` task
-(shards written by ``pipeline shard``, Masker, SparseMLM) trained by the real ``fit`` loop; the
-ablation adds one optimisation per row.  Configurations run one after another within a round and
-rounds repeat, so every row sees the same machine load; each row reports the median over rounds of
-its steady-state steps (the first ``--warmup`` steps, which include compilation, are reported
-separately).  MFU = tokens/s x model FLOPs per token / measured matmul peak (pipeline.train.throughput's
-probe, re-run every round; the best value ever measured on the machine is used, see
-``bench.common.best_known_peaks``);
-FLOPs per token count the MLM head where each variant computes it (every position for the dense
-head, the masked positions for the sparse head).  Writes ``bench/results/pretrain_<size>_<device>.json``.
+Both sides train the same architecture (``--arch``: BERT, or ModernBERT) at the same dimensions
+(``mini`` = hidden 256 x 4 layers, vocab 8000; ``base`` = 768 x 12, vocab 30522) on the same
+WikiText-2 text, sequence length 128, tokens per optimizer step and masking rate.  The baseline is
+``bench.hf_recipes.HFMlmTrainer`` (the example's data pipeline, model, optimizer and loop) at ITS best
+precision on this machine: fp32 and bf16 autocast steps of the recipe alternate first and the faster
+one becomes the ``hf`` row (``--hf-precision`` fixes it instead).  Ours is the real ``pipeline
+pretrain`` task (shards, Masker, SparseMLM) trained by the real ``fit`` loop; the ablation adds one
+change per row, starting from the recipe's own settings (dense loss, torch AdamW, dropout 0.1, SDPA)
+in the precision ``train.precision=auto`` picks.  Each of our rows alternates step by step with the
+baseline in one process ("x HF" compares those pairs, median over rounds), so load from other
+processes hits both sides alike; only steady-state steps count (warm-up and compile time reported
+apart).  MFU = tokens/s x model FLOPs per token / the measured matmul peak of the dtype the row
+computes in (``bench.common.measure_peaks``, every round; the best value ever measured on the machine
+is used, see ``bench.common.best_known_peaks``); FLOPs per token count the MLM head where each
+variant computes it.  Writes ``bench/results/pretrain_<arch>_<size>_<device>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
 from bench.common import (
     best_known_peaks,
@@ -45,25 +47,12 @@ from bench.common import (
 quiet_environment()
 
 import torch  # noqa: E402
-from transformers import AutoTokenizer, BertConfig  # noqa: E402
 
 from bench import workspace  # noqa: E402
-from bench.hf_recipes import HFMlmTrainer, mlm_dataset  # noqa: E402
-from bench.ours import Interleave, Variant, profile_pretrain, run_pretrain  # noqa: E402
-from pipeline.mlm.models import PRESETS, mlm_flops_per_token  # noqa: E402
+from bench.ours import PretrainSetup, Variant, profile_pretrain, run_pretrain  # noqa: E402
+from bench.pretrain_baseline import SEQ_LEN, HFRecipe, HFSide  # noqa: E402
 
-SEQ_LEN = 128
-
-
-@dataclass(frozen=True)
-class HFRecipe:
-    """Settings of a baseline row: the HF recipe as written, or with one knob changed."""
-
-    precision: str = "no"  # accelerate mixed precision
-    dropout: float = 0.1  # BertConfig's default, as in the example
-
-
-SIZES = {  # defaults per size: tokens per step = batch x 128; keep the default run near 5 minutes on 2 cores
+SIZES = {  # defaults per size: tokens per step = batch x 128
     "tiny": {
         "preset": "tiny",
         "vocab": 8000,
@@ -78,10 +67,10 @@ SIZES = {  # defaults per size: tokens per step = batch x 128; keep the default 
         "vocab": 8000,
         "batch": 32,
         "warmup": 1,
-        "steps": 3,
+        "steps": 4,
         "rounds": 2,
-        "configs": "hf,loop,sparse,fused,nodrop,hf_nodrop,bf16_eager",
-    },  # + compile,bf16: ~3 min more compile time on 2 cores
+        "configs": "hf,loop,sparse,fused,nodrop,attn,attn_fp32,hf_fp32,hf_bf16,hf_nodrop",
+    },
     "base": {
         "preset": "base",
         "vocab": 30522,
@@ -89,53 +78,96 @@ SIZES = {  # defaults per size: tokens per step = batch x 128; keep the default 
         "warmup": 1,
         "steps": 4,
         "rounds": 1,
-        "configs": "hf,fused,nodrop",
+        "configs": "hf,attn",
     },
 }
-ROWS = {  # name -> (description, our Variant or None for the HF recipe, HF recipe settings)
-    "hf": ("HF run_mlm_no_trainer recipe: fp32, dense head, torch AdamW", None, HFRecipe()),
-    "hf_bf16": ("HF recipe with accelerate --mixed_precision bf16 (reference)", None, HFRecipe("bf16")),
+PIPELINE_DEFAULT = {
+    "dropout": 0.0,
+    "attention": "auto",
+}  # with Variant's other defaults = `pipeline pretrain`
+ROWS = {  # name -> (description, our Variant or None for an HF row, HF recipe settings or None)
+    "hf": ("HF run_mlm_no_trainer recipe at its best precision here (the baseline)", None, None),
+    "hf_fp32": ("HF recipe in fp32 (reference)", None, HFRecipe("no")),
+    "hf_bf16": ("HF recipe under accelerate --mixed_precision bf16 (reference)", None, HFRecipe("bf16")),
     "hf_nodrop": (
-        "HF recipe with dropout 0 (reference: the recipe change alone)",
+        "HF recipe with dropout 0, its best precision (reference: the recipe change alone)",
         None,
-        HFRecipe(dropout=0.0),
+        None,
     ),
     "loop": (
-        "ours: shards + Masker + fit loop, HF dense loss, torch AdamW",
+        "ours: shards + Masker + fit loop, HF dense loss, torch AdamW, dropout 0.1, SDPA; train.precision=auto",
         Variant(sparse_head=False, fused_adamw=False),
         None,
     ),
     "sparse": ("+ sparse MLM head (masked positions only)", Variant(fused_adamw=False), None),
-    "fused": ("+ fused AdamW (pipeline default)", Variant(), None),
-    "nodrop": (
-        "+ dropout 0 (ModernBERT/NeoBERT/Cramming pretraining; lets SDPA use its fused CPU kernel)",
-        Variant(dropout=0.0),
+    "fused": ("+ fused AdamW", Variant(), None),
+    "nodrop": ("+ dropout 0 (ModernBERT/NeoBERT/Cramming pretraining)", Variant(dropout=0.0), None),
+    "attn": (
+        "+ attention auto: eager matmul+softmax on CPU (= `pipeline pretrain` defaults)",
+        Variant(**PIPELINE_DEFAULT),
         None,
     ),
-    "compile": ("+ torch.compile (train.compile=true)", Variant(dropout=0.0, compile=True), None),
-    "bf16": (
-        "+ bf16 autocast (accelerate --mixed_precision bf16)",
-        Variant(dropout=0.0, compile=True, precision="bf16"),
+    "attn_fp32": (
+        "the defaults with train.precision=fp32 (reference)",
+        Variant(**PIPELINE_DEFAULT, precision="fp32"),
         None,
     ),
-    "compile_drop": ("fused + torch.compile, dropout 0.1", Variant(compile=True), None),
-    "bf16_eager": ("fused + bf16 autocast, no compile", Variant(precision="bf16"), None),
-    "bf16_nodrop": ("+ dropout 0, bf16, no compile", Variant(dropout=0.0, precision="bf16"), None),
+    "compile": ("+ torch.compile (train.compile=true)", Variant(**PIPELINE_DEFAULT, compile=True), None),
+    "compile_max": (
+        "+ torch.compile mode=max-autotune-no-cudagraphs",
+        Variant(**PIPELINE_DEFAULT, compile_mode="max-autotune-no-cudagraphs"),
+        None,
+    ),
+    "compile_static": (
+        "+ torch.compile dynamic=False",
+        Variant(**PIPELINE_DEFAULT, compile_dynamic=False),
+        None,
+    ),
+    "sdpa_compile": (
+        "torch.compile with SDPA attention (reference: the kernel choice under compile)",
+        Variant(dropout=0.0, compile=True),
+        None,
+    ),
+    "doc_mask": (
+        "the defaults + mlm.document_mask=true (block-diagonal attention per document)",
+        Variant(**PIPELINE_DEFAULT, document_mask=True),
+        None,
+    ),
+}
+
+
+# what each of our rows changes relative to ("x base" compares their paired x HF ratios)
+BASE = {
+    "loop": "hf",
+    "sparse": "loop",
+    "fused": "sparse",
+    "nodrop": "fused",
+    "attn": "nodrop",
+    "attn_fp32": "attn",
+    "compile": "attn",
+    "compile_max": "attn",
+    "compile_static": "attn",
+    "sdpa_compile": "compile",
+    "doc_mask": "attn",
 }
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=list(SIZES), default="mini")
+    parser.add_argument("--arch", choices=["bert", "modernbert"], default="bert")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--configs", help=f"comma-separated rows from {list(ROWS)} (default: per size)")
     parser.add_argument("--batch-size", type=int, help="sequences per micro-batch (default: per size)")
     parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--mlm-probability", type=float, default=0.15, help="masking rate, both sides")
+    parser.add_argument("--hf-precision", choices=["best", "fp32", "bf16"], default="best")
+    parser.add_argument("--calibration-steps", type=int, default=3, help="HF fp32/bf16 step pairs")
     parser.add_argument("--warmup", type=int, help="steps excluded from the steady state (default: per size)")
     parser.add_argument("--steps", type=int, help="measured steady-state steps per row and round")
     parser.add_argument("--rounds", type=int, help="repeat every row this many times, interleaved")
     parser.add_argument("--profile", action="store_true", help="profile 2 steady steps of our best row")
-    parser.add_argument("--name", help="results file name (default pretrain_<size>_<device>)")
+    parser.add_argument("--name", help="results file name (default pretrain_<arch>_<size>_<device>)")
     args = parser.parse_args()
     for key, default in SIZES[args.size].items():
         attr = "batch_size" if key == "batch" else key
@@ -148,64 +180,6 @@ def parse_args() -> argparse.Namespace:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device visible")
     return args
-
-
-class HFSide:
-    """The baseline's tokenizer, grouped dataset and model config (built once, reused every round)."""
-
-    def __init__(self, args):
-        self.tokenizer = AutoTokenizer.from_pretrained(workspace.tokenizer(args.vocab))
-        text, _ = workspace.corpus()
-        self.dataset = mlm_dataset(
-            self.tokenizer, text, SEQ_LEN, cache_dir=str(workspace.CACHE_DIR / "hf-datasets")
-        )
-        dims = PRESETS[args.preset]
-        self.config = BertConfig(
-            vocab_size=len(self.tokenizer),
-            hidden_size=dims["hidden_size"],
-            num_hidden_layers=dims["num_layers"],
-            num_attention_heads=dims["num_heads"],
-            intermediate_size=dims["intermediate_size"],
-            max_position_embeddings=512,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-
-        self.tokens_per_step = args.batch_size * args.grad_accum * SEQ_LEN
-        self.flops_per_token = mlm_flops_per_token(
-            self.config, SEQ_LEN, SEQ_LEN
-        )  # dense head: every position
-        self._steps: dict[HFRecipe, object] = {}
-
-    def steps(self, args, recipe: HFRecipe):
-        """One trainer per recipe, kept across rows and rounds (its first step is its warm-up)."""
-        if recipe not in self._steps:
-            config = BertConfig(
-                **{
-                    **self.config.to_dict(),
-                    "hidden_dropout_prob": recipe.dropout,
-                    "attention_probs_dropout_prob": recipe.dropout,
-                }
-            )
-            trainer = HFMlmTrainer(
-                config,
-                self.tokenizer,
-                self.dataset,
-                batch_size=args.batch_size,
-                grad_accum=args.grad_accum,
-                mixed_precision=recipe.precision,
-            )
-            self._steps[recipe] = trainer.steps()
-        return self._steps[recipe]
-
-    def standalone(self, args, recipe: HFRecipe, total_steps: int) -> list[float]:
-        partner = Interleave(self.steps(args, recipe), sync=_sync(args))
-        for _ in range(total_steps):
-            partner()
-        return partner.durations
-
-
-def _sync(args):
-    return torch.cuda.synchronize if args.device == "cuda" else None
 
 
 def step_stats(
@@ -222,56 +196,66 @@ def step_stats(
     }
 
 
-def measure_round(args, hf: HFSide | None, shards) -> dict[str, dict]:
-    """Every row once.  With ``hf`` among the rows, each of our rows alternates step by step with
-    the HF recipe (one HF step at every step boundary of ours), and "x HF" compares those pairs."""
-    total = args.warmup + args.steps
-    ours_rows = [name for name in args.configs if ROWS[name][1] is not None]
-    interleave = "hf" in args.configs and bool(ours_rows)
-    measured, hf_steady, hf_first = {}, [], None
-    for name in args.configs:
-        _, variant, recipe = ROWS[name]
-        if variant is None:
-            if not (name == "hf" and interleave):
-                measured[name] = step_stats(
-                    hf.standalone(args, recipe, total),
-                    [],
-                    hf.tokens_per_step,
-                    hf.flops_per_token,
-                    args.warmup,
-                )
-            continue
-        partner = Interleave(hf.steps(args, HFRecipe()), sync=_sync(args)) if interleave else None
-        run = run_pretrain(
-            variant,
-            shards,
-            args.preset,
-            batch_size=args.batch_size,
-            grad_accum=args.grad_accum,
-            steps=total + 1,
-            on_tick=partner,
+class Bench:
+    """One benchmark run: the shared setup, the baseline, and the rows measured round by round."""
+
+    def __init__(self, args):
+        self.args = args
+        self.sync = torch.cuda.synchronize if args.device == "cuda" else None
+        shards = workspace.shards(args.vocab, SEQ_LEN)
+        self.setup = PretrainSetup(
+            shards, args.arch, args.preset, args.batch_size, args.grad_accum, args.mlm_probability
         )
-        measured[name] = step_stats(
-            run["durations"], run["waits"], run["tokens_per_step"], run["flops_per_token"], args.warmup
-        )
-        if partner is not None:
-            paired = step_stats(partner.durations, [], hf.tokens_per_step, hf.flops_per_token, args.warmup)
-            measured[name]["paired_hf_tokens_per_s"] = paired["tokens_per_s"]
-            hf_steady += partner.durations[args.warmup :]
-            hf_first = hf_first or partner.durations[0]
-        print(
-            f"  {name:10s} {measured[name]['tokens_per_s']:10,.0f} tokens/s  (steps: "
-            f"{', '.join(f'{d:.2f}' for d in run['durations'])} s)"
-            + (
-                f"  | HF alongside: {measured[name]['paired_hf_tokens_per_s']:,.0f} tokens/s"
-                if partner
-                else ""
-            ),
-            flush=True,
-        )
-    if interleave:
-        measured["hf"] = step_stats([hf_first, *hf_steady], [], hf.tokens_per_step, hf.flops_per_token, 1)
-    return measured
+        self.hf = HFSide(args) if any(ROWS[c][1] is None for c in args.configs) else None
+        self.baseline = None
+        if self.hf is not None:
+            self.baseline = self.hf.best_precision(args.hf_precision, args.calibration_steps, self.sync)
+
+    def recipe(self, name: str) -> HFRecipe:
+        fixed = ROWS[name][2]
+        if fixed is not None:
+            return fixed
+        return HFRecipe(self.baseline.precision, 0.0 if name == "hf_nodrop" else None)
+
+    def _hf_stats(self, durations: list[float], warmup: int) -> dict:
+        return step_stats(durations, [], self.hf.tokens_per_step, self.hf.flops_per_token, warmup)
+
+    def measure_round(self) -> dict[str, dict]:
+        """Every row once.  With ``hf`` among the rows, each of our rows alternates step by step with
+        the baseline (one baseline step at every step boundary of ours)."""
+        args, total = self.args, self.args.warmup + self.args.steps
+        interleave = "hf" in args.configs and any(ROWS[c][1] is not None for c in args.configs)
+        measured, hf_steady, hf_first = {}, [], None
+        for name in args.configs:
+            _, variant, _ = ROWS[name]
+            if variant is None:
+                if not (name == "hf" and interleave):
+                    durations = self.hf.standalone(self.recipe(name), total, self.sync)
+                    measured[name] = {
+                        **self._hf_stats(durations, args.warmup),
+                        "precision": self.recipe(name).precision,
+                    }
+                continue
+            partner = self.hf.partner(self.baseline, self.sync) if interleave else None
+            run = run_pretrain(variant, self.setup, steps=total + 1, on_tick=partner)
+            stats = step_stats(
+                run["durations"], run["waits"], run["tokens_per_step"], run["flops_per_token"], args.warmup
+            )
+            measured[name] = {**stats, "precision": run["precision"]}
+            line = f"  {name:14s} {stats['tokens_per_s']:10,.0f} tokens/s ({run['precision']})"
+            if partner is not None:
+                paired = self._hf_stats(partner.durations, args.warmup)
+                measured[name]["paired_hf_tokens_per_s"] = paired["tokens_per_s"]
+                hf_steady += partner.durations[args.warmup :]
+                hf_first = hf_first or partner.durations[0]
+                line += f" | HF alongside: {paired['tokens_per_s']:,.0f} tokens/s"
+            print(line, flush=True)
+        if interleave:
+            measured["hf"] = {
+                **self._hf_stats([hf_first, *hf_steady], 1),
+                "precision": self.baseline.precision,
+            }
+        return measured
 
 
 def _vs_hf(name: str, rounds: list[dict]) -> float | None:
@@ -282,47 +266,42 @@ def _vs_hf(name: str, rounds: list[dict]) -> float | None:
 
 
 def summarise(args, rounds: list[dict], peaks: dict) -> list[dict]:
-    rows, previous = [], None
-    best_peak = max(peaks.values())
+    rows = {}
     for name in args.configs:
-        description, variant, recipe = ROWS[name]
+        description, variant, _ = ROWS[name]
         runs = [r[name] for r in rounds]
         tps = median(r["tokens_per_s"] for r in runs)
-        dtype_peak = peaks[
-            "bf16" if (recipe.precision if variant is None else variant.precision) == "bf16" else "fp32"
-        ]
+        dtype = "bf16" if runs[0]["precision"] == "bf16" else "fp32"
+        base = rows.get(BASE.get(name))
         vs_hf = _vs_hf(name, rounds)
-        rows.append(
-            {
-                "config": name,
-                "description": description,
-                "step_s": median(r["step_s"] for r in runs),
-                "tokens_per_s": tps,
-                "vs_hf": vs_hf,
-                "vs_previous": ratio(vs_hf, previous) if previous and vs_hf else None,
-                "mfu_dtype_peak": tps * runs[0]["flops_per_token"] / dtype_peak,
-                "mfu_best_peak": tps * runs[0]["flops_per_token"] / best_peak,
-                "first_step_s": runs[0]["first_step_s"],
-                "warmup_extra_s": max(
-                    0.0, runs[0]["first_step_s"] - runs[0]["step_s"]
-                ),  # compile, allocation
-                "data_wait_fraction": median(r["data_wait_fraction"] for r in runs) if variant else None,
-                "rounds": runs,
-            }
-        )
-        previous = vs_hf
-    return rows
+        rows[name] = {
+            "config": name,
+            "description": description,
+            "precision": dtype,
+            "step_s": median(r["step_s"] for r in runs),
+            "tokens_per_s": tps,
+            "vs_hf": vs_hf,
+            "base": BASE.get(name),
+            "vs_base": ratio(vs_hf, base["vs_hf"]) if base and base["vs_hf"] and vs_hf else None,
+            "mfu_dtype_peak": tps * runs[0]["flops_per_token"] / peaks[dtype],
+            "first_step_s": runs[0]["first_step_s"],
+            "warmup_extra_s": max(0.0, runs[0]["first_step_s"] - runs[0]["step_s"]),  # compile, allocation
+            "data_wait_fraction": median(r["data_wait_fraction"] for r in runs) if variant else None,
+            "rounds": runs,
+        }
+    return list(rows.values())
 
 
 COLUMNS = [
     ("config", "row", ""),
     ("description", "what changes", ""),
+    ("precision", "dtype", ""),
     ("step_s", "step s", ".2f"),
     ("tokens_per_s", "tokens/s", ",.0f"),
     ("vs_hf", "x HF", ".2f"),
-    ("vs_previous", "x prev row", ".2f"),
+    ("base", "base row", ""),
+    ("vs_base", "x base", ".2f"),
     ("mfu_dtype_peak", "MFU (own dtype peak)", ".1%"),
-    ("mfu_best_peak", "MFU (best peak)", ".1%"),
     ("warmup_extra_s", "warm-up/compile s", ".1f"),
 ]
 
@@ -330,41 +309,44 @@ COLUMNS = [
 def main() -> None:
     args = parse_args()
     machine = machine_info(args.device)
-    shards = workspace.shards(args.vocab, SEQ_LEN)
-    hf = HFSide(args) if any(ROWS[c][1] is None for c in args.configs) else None
-    rounds, peaks = [], {"fp32": 0.0, "bf16": 0.0}
+    bench = Bench(args)
+    rounds, probes = [], {"fp32": 0.0, "bf16": 0.0}
     for index in range(args.rounds):
         probe = measure_peaks(args.device)  # every round: the best of them is the peak (shared machine)
-        peaks = {k: max(peaks[k], probe[k]) for k in peaks}
+        probes = {k: max(probes[k], probe[k]) for k in probes}
         print(
             f"round {index + 1}/{args.rounds}: matmul peak probe fp32 {probe['fp32'] / 1e12:.3f} TFLOP/s, "
             f"bf16 {probe['bf16'] / 1e12:.3f} TFLOP/s",
             flush=True,
         )
-        rounds.append(measure_round(args, hf, shards))
-    probes = peaks
+        rounds.append(bench.measure_round())
     peaks = best_known_peaks(args.device, probes)
     rows = summarise(args, rounds, peaks)
     ours = [r for r in rows if ROWS[r["config"]][1] is not None]
     # paired "x HF" ratios are robust to load swings between rows; raw tokens/s are not
     best = max(ours, key=lambda r: r["vs_hf"] or r["tokens_per_s"]) if ours else None
+    hardware = machine["cpu"] if args.device == "cpu" else machine.get("gpu")
     title = (
-        f"Pretraining throughput, BERT {args.size} (seq {SEQ_LEN}, {args.batch_size * args.grad_accum} "
-        f"sequences/step), {args.device}, {machine['cpu'] if args.device == 'cpu' else machine.get('gpu')}"
+        f"Pretraining throughput, {args.arch} {args.size} (seq {SEQ_LEN}, {args.batch_size * args.grad_accum} "
+        f"sequences/step, masking {args.mlm_probability:.0%}), {args.device}, {hardware}; "
+        f"HF baseline in {bench.baseline.precision if bench.baseline else '-'}"
     )
     table = print_table(title, rows, COLUMNS)
-    profile = profile_pretrain(ROWS[best["config"]][1], shards, args) if args.profile and best else None
+    profile = profile_pretrain(ROWS[best["config"]][1], bench.setup, args) if args.profile and best else None
     if best:
         print(
             f"ours (best row '{best['config']}'): {best['tokens_per_s']:,.0f} tokens/s, "
-            f"{best['vs_hf'] or float('nan'):.2f}x the HF recipe, MFU {best['mfu_best_peak']:.1%} of the best peak"
+            f"{best['vs_hf'] or float('nan'):.2f}x the HF recipe, MFU {best['mfu_dtype_peak']:.1%} of the "
+            f"{best['precision']} peak"
         )
     write_results(
-        args.name or f"pretrain_{args.size}_{args.device}",
+        args.name or f"pretrain_{args.arch}_{args.size}_{args.device}",
         {
             "settings": {k: v for k, v in vars(args).items() if k != "profile"},
             "corpus": workspace.corpus()[1],
             "seq_len": SEQ_LEN,
+            "hf_baseline": bench.baseline and bench.baseline.precision,
+            "hf_precision_calibration": bench.hf and bench.hf.calibration,
             "peak_flops": peaks,
             "peak_flops_this_run": probes,
             "rows": rows,

@@ -32,6 +32,17 @@ def _few_threads(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fp32_unless_a_test_says_otherwise():
+    """train.precision=auto would pick bf16 on some CPUs and fp32 on others, and the tests' tolerances
+    must not depend on the machine: every run is fp32, as `accelerate launch --mixed_precision no`
+    says it (tests/train/test_precision.py covers auto by clearing this).  Session scope, so module
+    fixtures that train (and their subprocesses) see it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory) -> Path:
     """Tokenizer + shard set (seq_len 64) built by the real stages from a synthetic corpus."""

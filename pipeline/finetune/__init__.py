@@ -6,7 +6,7 @@
 
 Modules: ``task`` (the ``task`` section, :data:`TaskType`), ``tables`` (tsv/csv/jsonl/parquet/hub row readers), ``data`` (the ``data`` section,
 examples, label sets), ``conll`` (NER files, IOB1/IOB2), ``features`` (tokenized datasets, dynamic
-padding, NER windows), ``model`` (the ``model`` section, heads with summed losses), ``eval``
+padding, NER windows), ``packing`` (packed training batches and the heads that read them), ``model`` (the ``model`` section, heads with summed losses), ``eval``
 (predictions across processes), ``metrics`` (classification, regression, entity-level NER),
 ``build`` (the stage's :class:`~pipeline.train.TrainTask`: datasets, head, evaluation, outputs).
 """
@@ -53,6 +53,7 @@ from pipeline.finetune.model import (
     count_targets,
     load_tokenizer,
 )
+from pipeline.finetune.packing import can_pack, collate_packed, pack_rows, packed_logits
 from pipeline.finetune.tables import RowSource, open_rows, read_text
 from pipeline.finetune.task import DEFAULT_METRIC, TaskConfig, TaskType
 
@@ -79,9 +80,11 @@ __all__ = [
     "build_label_set",
     "build_model",
     "build_tag_set",
+    "can_pack",
     "check_init_from",
     "classification_metrics",
     "collate_dynamic",
+    "collate_packed",
     "confusion_matrix",
     "conll_prediction_lines",
     "count_targets",
@@ -92,6 +95,8 @@ __all__ = [
     "load_tokenizer",
     "ner_metrics",
     "open_rows",
+    "pack_rows",
+    "packed_logits",
     "plan_windows",
     "predict",
     "read_conll",

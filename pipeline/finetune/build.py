@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from accelerate.utils import set_seed
 
+from pipeline import console
 from pipeline.finetune.conll import conll_prediction_lines, load_ner_splits
 from pipeline.finetune.data import FinetuneDataConfig, load_splits
 from pipeline.finetune.eval import eval_scalars, predict, split_metrics
@@ -36,6 +37,7 @@ from pipeline.finetune.model import (
     count_targets,
     load_tokenizer,
 )
+from pipeline.finetune.packing import can_pack, collate_packed
 from pipeline.finetune.task import DEFAULT_METRIC, TaskType
 from pipeline.io import atomic_open, write_json, write_text
 from pipeline.train import GlobalBatchPlan, TrainConfig, TrainTask, export_model, resolve_max_steps
@@ -66,15 +68,34 @@ def _datasets(task_type: TaskType, data: FinetuneDataConfig, tokenizer):
     return (*sets, splits.label_names)
 
 
-def _train_batch_fn(dataset, plan: GlobalBatchPlan, pad_id: int):
+def _train_batch_fn(dataset, plan: GlobalBatchPlan, pad_id: int, pack_length: int | None):
+    """``make_batch(step, micro)``: the plan's examples, packed into rows of ``pack_length`` tokens
+    (``pipeline.finetune.packing``) or, with None, padded to the longest of them."""
+
     def make_batch(step: int, micro: int) -> dict:
-        indices = plan.samples(plan.positions(step, micro))
-        batch = collate_dynamic([dataset[int(i)] for i in indices], pad_id)
+        features = [dataset[int(i)] for i in plan.samples(plan.positions(step, micro))]
+        if pack_length is None:
+            batch = collate_dynamic(features, pad_id)
+        else:
+            batch = collate_packed(features, pad_id, pack_length)
         batch["num_targets"] = count_targets(batch)
-        batch["num_tokens"] = int(batch["attention_mask"].sum())
+        batch["num_tokens"] = sum(len(f["input_ids"]) for f in features)
         return batch
 
     return make_batch
+
+
+def _pack_length(data: FinetuneDataConfig, hf_model) -> int | None:
+    """Row length of packed training batches, or None (padded) when off or the model cannot pack."""
+    if not data.packing:
+        return None
+    if not can_pack(hf_model):
+        console.info(
+            f"data.packing: {type(hf_model).__name__} with {hf_model.config._attn_implementation} attention "
+            "is not supported (BERT / ModernBERT with sdpa or eager are); training on padded batches"
+        )
+        return None
+    return data.max_length
 
 
 def write_predictions(
@@ -155,7 +176,7 @@ def build_finetune_task(
     tokenizer_dir = Path(model.tokenizer or model.init_from)
     task = TrainTask(
         model=FinetuneModel(hf_model, task_type),
-        make_batch=_train_batch_fn(train_set, plan, pad_id),
+        make_batch=_train_batch_fn(train_set, plan, pad_id, _pack_length(data, hf_model)),
         export=lambda acc, prepared, path: export_model(acc, prepared, hf_model, path, tokenizer_dir),
         evaluate=evaluation.evaluate,
         on_new_best=evaluation.on_new_best,

@@ -9,6 +9,7 @@ global number of targets (examples, or labelled tokens for NER).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from transformers import (
 
 from pipeline.config import REQUIRED, option
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.finetune.packing import packed_logits
 from pipeline.finetune.task import TaskType
 from pipeline.mlm import ENCODER_LAYER_CLASS, ModelConfig, dropout_settings, encoder_config
 from pipeline.text import load_tokenizer as load_saved_tokenizer
@@ -49,6 +51,14 @@ class FinetuneModelConfig(ModelConfig):
     trust_remote_code: bool = option(
         False, "allow model code shipped inside init_from (off: never run downloaded code)"
     )
+
+    def matmul_dims(self) -> tuple[int, int]:
+        """(hidden size, feed-forward width) of the model ``init_from`` holds (else of the preset)."""
+        try:
+            saved = json.loads((Path(self.init_from) / "config.json").read_text())
+            return int(saved["hidden_size"]), int(saved["intermediate_size"])
+        except (OSError, ValueError, KeyError, TypeError):  # none, or unreadable: the build reports it
+            return super().matmul_dims()
 
     def validate(self) -> None:
         super().validate()
@@ -111,7 +121,7 @@ def build_model(
         return _head_class(task).from_pretrained(
             path,
             trust_remote_code=cfg.trust_remote_code,
-            attn_implementation=cfg.attn_implementation,
+            attn_implementation=cfg.attention(),
             **extra,
             **dropout_settings(saved, cfg.dropout),
         )
@@ -131,13 +141,32 @@ class FinetuneModel(torch.nn.Module):
         self._no_split_modules = [layer] if layer else list(getattr(model, "_no_split_modules", None) or [])
 
     def forward(
-        self, input_ids, attention_mask, labels=None, token_type_ids=None, weight=None, predict: bool = False
+        self,
+        input_ids,
+        attention_mask=None,
+        labels=None,
+        token_type_ids=None,
+        weight=None,
+        predict: bool = False,
+        position_ids=None,
+        segment_ids=None,
+        example_starts=None,
     ):
-        """``weight`` [B] (optional) scales each example's loss; evaluation uses 0 for padding rows."""
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        """A padded batch (``attention_mask``), or a packed one (``segment_ids``, ``position_ids``,
+        ``example_starts``: ``pipeline.finetune.packing``).  ``weight`` [B] (optional) scales each
+        example's loss; evaluation uses 0 for padding rows."""
+        inputs = {"input_ids": input_ids}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        logits = self.model(**inputs).logits.float()
+        if segment_ids is not None:
+            packed = {
+                "position_ids": position_ids,
+                "segment_ids": segment_ids,
+                "example_starts": example_starts,
+            }
+            logits = packed_logits(self.model, {**inputs, **packed}).float()
+        else:
+            logits = self.model(**inputs, attention_mask=attention_mask).logits.float()
         predictions = logits.squeeze(-1) if self.task == "regression" else logits.argmax(dim=-1)
         out = {"predictions": predictions.detach()} if predict else {}
         if labels is None:

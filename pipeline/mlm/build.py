@@ -17,8 +17,9 @@ from accelerate.utils import set_seed
 
 from pipeline import console
 from pipeline.mlm.data import MlmDataConfig, mlm_evaluator, train_batch_fn
+from pipeline.mlm.flops import mlm_flops_per_token
 from pipeline.mlm.masking import Masker, MaskingConfig
-from pipeline.mlm.models import ModelConfig, SparseMLM, build_mlm_model, mlm_flops_per_token, unwrap_mlm
+from pipeline.mlm.models import ModelConfig, SparseMLM, build_mlm_model, unwrap_mlm
 from pipeline.shards import ShardReader, token_statistics
 from pipeline.text import word_continuation_table
 from pipeline.train import GlobalBatchPlan, TrainConfig, TrainTask, export_model, resolve_max_steps
@@ -83,7 +84,7 @@ def build_mlm_task(
         export_model(acc, prepared, unwrap_mlm(acc.unwrap_model(prepared)), path, reader.tokenizer_dir)
 
     task = TrainTask(
-        model=SparseMLM(hf_model),
+        model=SparseMLM(hf_model, document_mask=masking.document_mask),
         make_batch=train_batch_fn(reader, masker, plan),
         export=export,
         evaluate=evaluate,

@@ -37,6 +37,7 @@ from transformers import (
 )
 
 from pipeline.config import ConfigError, option
+from pipeline.mlm.segments import document_segments, segment_attention_mask
 from pipeline.train import IGNORE_INDEX
 
 UNUSED_LOGIT_BIAS = -1.0e4  # decoder bias of padded vocab rows: exp(-1e4) == 0 in every dtype
@@ -81,8 +82,20 @@ class ModelConfig:
         64, "pad embedding rows to a multiple of this (extra rows never predicted)"
     )
     attn_implementation: str = option(
-        "sdpa", "transformers attention backend: sdpa | eager | flash_attention_2"
+        "auto",
+        "transformers attention backend: sdpa | eager | flash_attention_2 | auto = sdpa on CUDA, eager (matmul + softmax) on CPU, where training at seq 128 measured 3x faster in bf16 than SDPA's CPU flash kernel (its backward is slow) and equal in fp32",
     )
+
+    def attention(self) -> str:
+        """The attention backend ``attn_implementation`` resolves to on this machine."""
+        if self.attn_implementation != "auto":
+            return self.attn_implementation
+        return "sdpa" if torch.cuda.is_available() else "eager"
+
+    def matmul_dims(self) -> tuple[int, int]:
+        """(hidden size, feed-forward width): the shapes ``train.precision=auto`` probes."""
+        dims = resolve_dims(self)
+        return dims["hidden_size"], dims["intermediate_size"]
 
     def validate(self) -> None:
         resolve_dims(self)
@@ -142,7 +155,7 @@ def _hf_config(cfg: ModelConfig, vocab_size: int, token_ids: dict[str, int]) -> 
         num_attention_heads=dims["num_heads"],
         intermediate_size=dims["intermediate_size"],
         max_position_embeddings=cfg.max_position_embeddings,
-        attn_implementation=cfg.attn_implementation,
+        attn_implementation=cfg.attention(),
         tie_word_embeddings=True,
         **token_ids,
     )
@@ -208,20 +221,34 @@ class SparseMLM(torch.nn.Module):
     real predictions), ``count`` (number of real predictions) and ``correct`` (argmax hits).  The
     loop divides the summed loss by the global count, so the objective is the mean over every
     masked token of the optimizer step whatever the accumulation or process count.
+
+    ``document_mask=True`` (``mlm.document_mask``): tokens attend only within their own document of
+    the packed row, the documents being delimited by the packer's [SEP] (``pipeline.mlm.segments``);
+    position ids stay those of the row.
     """
 
-    def __init__(self, mlm_model: PreTrainedModel):
+    def __init__(self, mlm_model: PreTrainedModel, document_mask: bool = False):
         super().__init__()
         self.mlm = mlm_model
         _encoder_and_head(mlm_model)  # fail early on an unsupported model
         config = mlm_model.config
         self.vocab_size: int = getattr(config, "tokenizer_vocab_size", None) or config.vocab_size
+        self.document_mask = document_mask
+        if document_mask:
+            segment_attention_mask(config, torch.zeros(1, 1, dtype=torch.long))  # fail early: backend
         # FSDP's TRANSFORMER_BASED_WRAP (no class list in the launch config) shards what this names:
         # each encoder layer is its own unit; the embeddings and the tied MLM head (BERT ties the
         # decoder weight AND bias) stay together in the root unit.  The HF list also names the
         # embeddings, which would put tied tensors in two units.  (No get_input_embeddings here
         # either: Accelerate would carve the embedding and decoder into a unit of their own.)
         self._no_split_modules = [ENCODER_LAYER_CLASS[config.model_type]]
+
+    def _attention_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        if not self.document_mask:
+            return attention_mask
+        config = self.mlm.config
+        segments = document_segments(input_ids, config.sep_token_id, config.pad_token_id)
+        return segment_attention_mask(config, segments)  # padding is a segment of its own
 
     def forward(
         self,
@@ -231,14 +258,17 @@ class SparseMLM(torch.nn.Module):
         mlm_labels: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         encoder, head = _encoder_and_head(self.mlm)
-        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = self._attention_mask(input_ids, attention_mask)
+        hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
         batch, slots = mlm_positions.shape
         index = mlm_positions.unsqueeze(-1).expand(batch, slots, hidden.size(-1))
         picked = hidden.gather(1, index).reshape(batch * slots, hidden.size(-1))
-        logits = head(picked)[:, : self.vocab_size]  # padded vocab rows are never predicted
+        # padded vocab rows are never predicted; fp32 for the loss, and for argmax (4x faster than
+        # on bf16 logits on CPU)
+        logits = head(picked)[:, : self.vocab_size].float()
         labels = mlm_labels.reshape(-1)
         real = labels != IGNORE_INDEX
-        loss_sum = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        loss_sum = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
         correct = ((logits.argmax(dim=-1) == labels) & real).sum()
         return {"loss_sum": loss_sum, "count": real.sum().float(), "correct": correct.float()}
 
@@ -258,30 +288,3 @@ def unwrap_mlm(module: torch.nn.Module) -> PreTrainedModel:
         else:
             break
     raise TypeError(f"no Hugging Face model found inside {type(module).__name__}")
-
-
-def mlm_flops_per_token(hf_config: PreTrainedConfig, seq_len: int, predictions_per_seq: float) -> float:
-    """Training FLOPs per input token (forward + backward = 3 x forward, 2 FLOPs per multiply-add).
-
-    With H = hidden, I = intermediate, V = (padded) vocab, N = layers, S = seq_len, P = predictions/seq:
-
-        6 * N * (4 H^2 + F H I)         QKV + output projections, feed-forward (F = 2 BERT, 3 ModernBERT GLU)
-      + 12 * H * sum over layers of K   attention scores and weighted sum, K keys per query:
-                                        S, or min(S, 2 * (local_attention // 2) + 1) in ModernBERT local layers
-      + 6 * (H^2 + H V) * P / S         sparse head (transform + decoder) on the P predicted tokens only
-
-    Embedding lookups, norms, activations and softmax are not counted (they are not matmuls).
-    """
-    hidden, inter, vocab = hf_config.hidden_size, hf_config.intermediate_size, hf_config.vocab_size
-    layers = hf_config.num_hidden_layers
-    ffn_matrices = 3 if hf_config.model_type == "modernbert" else 2
-    encoder = 6 * layers * (4 * hidden**2 + ffn_matrices * hidden * inter)
-    keys_per_layer = [seq_len] * layers
-    if hf_config.model_type == "modernbert":
-        window = 2 * (hf_config.local_attention // 2) + 1
-        keys_per_layer = [
-            min(seq_len, window) if kind == "sliding_attention" else seq_len for kind in hf_config.layer_types
-        ]
-    attention = 12 * hidden * sum(keys_per_layer)
-    head = 6 * (hidden**2 + hidden * vocab) * predictions_per_seq / seq_len
-    return float(encoder + attention + head)

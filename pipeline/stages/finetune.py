@@ -46,7 +46,9 @@ def build_task(cfg: Config, accelerator, output_dir: Path) -> tuple[TrainTask, T
 
 
 def run(cfg: Config) -> int:
-    return run_training_stage(cfg, build_task, on_complete=_print_results)
+    return run_training_stage(
+        cfg, build_task, on_complete=_print_results, matmul_dims=cfg.model.matmul_dims()
+    )
 
 
 def is_complete(cfg: Config) -> bool:

@@ -37,7 +37,7 @@ def build_task(cfg: Config, accelerator, output_dir: Path | None = None) -> tupl
 
 
 def run(cfg: Config) -> int:
-    return run_training_stage(cfg, build_task)
+    return run_training_stage(cfg, build_task, matmul_dims=cfg.model.matmul_dims())
 
 
 def is_complete(cfg: Config) -> bool:

@@ -10,7 +10,10 @@ hardware, number of processes, DDP / FSDP / DeepSpeed and mixed precision.  This
   ZeRO-3 gather full weights on save (the export of ``final/`` needs them);
 * hides backend differences of the gradient norm (:func:`clip_grad_norm`);
 * makes every process load full weights under FSDP (:func:`_full_weights_on_every_process`);
-* points TensorBoard at ``<output_dir>/tensorboard``.
+* points TensorBoard at ``<output_dir>/tensorboard``;
+* settles the precision (``train.precision`` vs the launch's mixed precision, ``auto`` measured on
+  this hardware: :mod:`pipeline.train.precision`), prints it once and keeps it on the Accelerator
+  (:func:`precision_of`) for the run's ``summary.json``.
 """
 
 from __future__ import annotations
@@ -21,16 +24,20 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DistributedType, ProjectConfiguration
+from accelerate.utils import DistributedType, ProjectConfiguration, parse_flag_from_env
 
+from pipeline import console
 from pipeline.errors import PipelineError
 from pipeline.train.config import TrainConfig
+from pipeline.train.precision import PrecisionChoice, choose_precision
 
 # Set by the test harness only: run FSDP2 on CPU (Accelerate would otherwise fall back to DDP there).
 CPU_FSDP_ENV = "PIPELINE_CPU_FSDP"
+# (hidden, feed-forward width) the precision probe uses when the caller does not name the model's
+DEFAULT_MATMUL_DIMS = (256, 1024)
 
 
-def _cpu_state() -> None:
+def _cpu_state() -> PartialState:
     """CPU-only shim, used only when CUDA is absent.
 
     Accelerate sizes a DeepSpeed/multi-GPU launch by the GPUs it finds; creating the shared
@@ -41,6 +48,7 @@ def _cpu_state() -> None:
     state = PartialState(cpu=True)
     if os.environ.get(CPU_FSDP_ENV) == "1" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
         state.distributed_type = DistributedType.MULTI_GPU
+    return state
 
 
 def _full_weights_on_every_process() -> None:
@@ -90,25 +98,53 @@ def _fill_deepspeed_auto(accelerator: Accelerator, cfg: TrainConfig) -> None:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
 
 
-def make_accelerator(cfg: TrainConfig, output_dir: str | Path, log: bool = True) -> Accelerator:
+def make_accelerator(
+    cfg: TrainConfig,
+    output_dir: str | Path,
+    log: bool = True,
+    *,
+    matmul_dims: tuple[int, int] = DEFAULT_MATMUL_DIMS,
+) -> Accelerator:
+    """The stage's Accelerator.  ``matmul_dims`` = the model's (hidden size, feed-forward width):
+    what ``train.precision=auto`` probes on a CPU."""
     _check_launch_matches_hardware()
     # one Accelerator per stage: `pipeline run` builds several in one process (the process group stays)
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     _full_weights_on_every_process()
-    if not torch.cuda.is_available():
-        _cpu_state()
+    # the process group and device now (Accelerator reuses them): the precision choice needs both
+    state = (
+        PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+        if torch.cuda.is_available()
+        else _cpu_state()
+    )
+    choice = choose_precision(
+        cfg.precision,
+        os.environ.get("ACCELERATE_MIXED_PRECISION"),
+        device=state.device,
+        matmul_dims=matmul_dims,
+        num_processes=state.num_processes,
+    )
     project = ProjectConfiguration(
         project_dir=str(output_dir), logging_dir=str(Path(output_dir) / "tensorboard")
     )
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
+        mixed_precision=choice.mixed_precision,
         log_with="tensorboard" if log else None,
         project_config=project,
         step_scheduler_with_optimizer=False,
     )
+    accelerator.pipeline_precision = choice  # read back with precision_of()
+    console.info(f"precision: {choice.precision} ({choice.reason})")
     _fill_deepspeed_auto(accelerator, cfg)
     return accelerator
+
+
+def precision_of(accelerator: Accelerator) -> PrecisionChoice | None:
+    """The precision :func:`make_accelerator` settled for ``accelerator`` and why (None for an
+    Accelerator made elsewhere)."""
+    return getattr(accelerator, "pipeline_precision", None)
 
 
 def clip_grad_norm(accelerator: Accelerator, model: torch.nn.Module, max_norm: float) -> torch.Tensor:

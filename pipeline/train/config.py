@@ -1,7 +1,9 @@
 """The `train` config section shared by every training stage (pretrain, finetune).
 
-Hardware, process count, sharding strategy and mixed precision are NOT here: they come from the
-`accelerate launch` config alone.  This section only holds what defines the optimisation.
+Hardware, process count and sharding strategy are NOT here: they come from the `accelerate launch`
+config alone.  This section holds what defines the optimisation, and ``precision``, whose default
+``auto`` measures what this hardware runs fastest (an explicit launch value wins; see
+``pipeline.train.precision``).
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ class TrainConfig:
     compile: bool = option(
         False,
         "torch.compile the model (in place: saved weights keep their plain names); a GPU setting - on a 2-core CPU it measured 0.9x eager",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto",
+        "compute precision (bf16/fp16 = mixed precision, fp32 master weights); auto = bf16 where this hardware runs it faster (CUDA with native bf16; a CPU whose matmul probe at the model's sizes shows bf16 >= 1.3x fp32), else fp32. accelerate launch's mixed_precision sets it too; both set and different is an error",
     )
     peak_tflops: float = option(0.0, "per-device peak TFLOP/s for MFU; 0 = measure once with a matmul probe")
     prefetch: int = option(4, "micro-batches prepared ahead by a background thread")

@@ -1,7 +1,7 @@
 """Throughput and model FLOPs utilisation (MFU).
 
 MFU = (training FLOPs per token x tokens per second) / (peak FLOP/s per device x devices).
-FLOPs per token come from the architecture (see ``pipeline.mlm.models.mlm_flops_per_token`` for the
+FLOPs per token come from the architecture (see ``pipeline.mlm.flops.mlm_flops_per_token`` for the
 formula); the peak is either configured (``train.peak_tflops``) or measured once by a short
 square-matmul probe in the dtype the run computes in (bf16/fp16 under mixed precision, else fp32).
 """

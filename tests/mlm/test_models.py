@@ -10,13 +10,13 @@ from transformers import AutoModelForMaskedLM, PreTrainedTokenizerFast
 from transformers import pipeline as hf_pipeline
 
 from pipeline.config import ConfigError, from_dict
+from pipeline.mlm import mlm_flops_per_token
 from pipeline.mlm.models import (
     DROPOUT_KEYS,
     UNUSED_LOGIT_BIAS,
     ModelConfig,
     SparseMLM,
     build_mlm_model,
-    mlm_flops_per_token,
     resolve_dims,
     unwrap_mlm,
 )
@@ -112,7 +112,9 @@ def test_build_sets_ids_padding_and_tying(arch):
         3,
         4,
     )
-    assert config._attn_implementation == "sdpa"
+    # attn_implementation=auto: SDPA on CUDA, the eager matmul path on CPU (faster there in training)
+    assert config._attn_implementation == ("sdpa" if torch.cuda.is_available() else "eager")
+    assert tiny_model(arch, attn_implementation="sdpa").config._attn_implementation == "sdpa"
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
     assert (model.get_input_embeddings().weight[VOCAB:] == 0).all()
     assert (model.get_output_embeddings().bias[VOCAB:] == UNUSED_LOGIT_BIAS).all()
@@ -212,7 +214,9 @@ def test_export_loads_with_auto_class_and_runs_fill_mask(arch, tmp_path):
     model.save_pretrained(tmp_path)
     save_tokenizer(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
-    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
+    # the attention backend is not saved (auto picks eager on CPU): load with the same one for exactness
+    attention = model.config._attn_implementation
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path, attn_implementation=attention).eval()
     assert type(loaded) is type(model)
     assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
     input_ids, attention_mask, *_ = masked_batch()
