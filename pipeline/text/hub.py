@@ -171,7 +171,7 @@ def load_hub_or_local(
 
     ``source`` is what the user wrote, ``local_hint`` how to use local files instead."""
     if _UNREACHABLE:
-        local = _use_local(name, config, split, _UNREACHABLE["reason"])
+        local = _use_local(name, config, split, f"found earlier in this process: {_UNREACHABLE['reason']}")
         if local is not None:
             return None, local
     import datasets
