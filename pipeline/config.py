@@ -256,6 +256,20 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise
 
 
+def merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts merged key by key, later layers winning (``{"train": {"lr": 1}}`` then
+    ``{"train": {"seed": 2}}`` -> both keys): how composed configs (``pipeline run``, ``pipeline
+    evaluate``) stack a stage's settings."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 

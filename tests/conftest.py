@@ -30,6 +30,9 @@ def _few_threads(monkeypatch):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from pipeline.text import forget_unreachable_hub
+
+    forget_unreachable_hub()  # each test asks the (offline) hub afresh
 
 
 @pytest.fixture(scope="session", autouse=True)

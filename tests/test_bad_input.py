@@ -19,6 +19,7 @@ import pytest
 
 from pipeline.cli import main
 from tests.helpers import ROOT
+from tests.helpers.evaluate import write_suite
 from tests.helpers.finetune import write_sentiment
 from tests.helpers.loop import reset_accelerate
 
@@ -175,6 +176,57 @@ def unwritable_output(tmp, ctx):
     )
 
 
+def evaluate_on(tmp, ctx, *extra, model=None):
+    suite = write_suite(tmp / "suite")
+    return [
+        "evaluate",
+        "--config",
+        str(suite),
+        f"model={model or ctx['model']}",
+        f"output_dir={tmp / 'out'}",
+        *extra,
+    ]
+
+
+def evaluate_unknown_task(tmp, ctx):
+    return evaluate_on(tmp, ctx, "tasks=[cats,catz]"), r"tasks: unknown task 'catz'.*Did you mean 'cats'"
+
+
+def evaluate_task_data_missing(tmp, ctx):
+    task = write(
+        tmp / "gone.yaml",
+        f"task: {{type: classification}}\ndata: {{train: {tmp / 'nope.tsv'}, validation: {ctx['tsv']}}}\n"
+        "train: {max_steps: 2, batch_size: 8, lr: 1.0e-3}\n",
+    )
+    return evaluate_on(
+        tmp, ctx, f"tasks=[cats,{task}]"
+    ), r"task 'gone' \(.*gone.yaml\): data file not found: .*nope.tsv"
+
+
+def evaluate_model_without_tokenizer(tmp, ctx):
+    model = tmp / "model"
+    shutil.copytree(ctx["model"], model)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        (model / name).unlink(missing_ok=True)
+    return evaluate_on(tmp, ctx, model=model), r"model=.*model has no tokenizer"
+
+
+def evaluate_model_without_config(tmp, ctx):
+    model = tmp / "model"
+    shutil.copytree(ctx["model"], model)
+    (model / "config.json").unlink()
+    return evaluate_on(
+        tmp, ctx, "compare=[none]", model=model
+    ), r"model=.*model is not a model directory \(no config.json\)"
+
+
+def evaluate_metric_not_produced(tmp, ctx):
+    return (
+        evaluate_on(tmp, ctx, "suite.dogs.metrics=[f1,bleu]"),
+        r"task 'dogs': metric\(s\) \['bleu'\] are not produced by this classification task; it reports accuracy, f1,",
+    )
+
+
 CASES = [
     empty_corpus,
     missing_corpus,
@@ -193,6 +245,11 @@ CASES = [
     conll_missing_tag,
     init_from_not_a_model,
     unwritable_output,
+    evaluate_unknown_task,
+    evaluate_task_data_missing,
+    evaluate_model_without_tokenizer,
+    evaluate_model_without_config,
+    evaluate_metric_not_produced,
 ]
 
 

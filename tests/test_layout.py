@@ -5,7 +5,7 @@ functions and ``if TYPE_CHECKING:`` blocks too) and the imports between its modu
 
 * no cycles;
 * layers point one way: core (config, errors, io, hashing, console) <- text, shards, train <- mlm,
-  finetune <- stages <- cli; within a layer only the edges in ``SAME_LAYER`` are allowed;
+  finetune, evaluate <- stages <- cli; within a layer only the edges in ``SAME_LAYER`` are allowed;
 * another part imports a subpackage through its ``__init__`` (``from pipeline.shards import
   ShardReader``), never one of its modules;
 * a module imports its own subpackage's siblings by module, never through the subpackage's
@@ -20,10 +20,21 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 
 CORE = {"__init__", "config", "errors", "io", "hashing", "console"}
-LAYER = {"core": 0, "text": 1, "shards": 1, "train": 1, "mlm": 2, "finetune": 2, "stages": 3, "cli": 4}
+LAYER = {
+    "core": 0,
+    "text": 1,
+    "shards": 1,
+    "train": 1,
+    "mlm": 2,
+    "finetune": 2,
+    "evaluate": 2,
+    "stages": 3,
+    "cli": 4,
+}
 # same-layer imports that are allowed (importer, imported): shards read corpora and tokenizers;
-# fine-tuning builds the same encoder architectures as pretraining
-SAME_LAYER = {("shards", "text"), ("finetune", "mlm")}
+# fine-tuning builds the same encoder architectures as pretraining; evaluation reads fine-tuning
+# data and scores it with fine-tuning's metrics
+SAME_LAYER = {("shards", "text"), ("finetune", "mlm"), ("evaluate", "finetune")}
 
 
 def module_files(package: Path) -> dict[str, Path]:

@@ -11,7 +11,13 @@ padding, NER windows), ``packing`` (packed training batches and the heads that r
 ``build`` (the stage's :class:`~pipeline.train.TrainTask`: datasets, head, evaluation, outputs).
 """
 
-from pipeline.finetune.build import PREDICTIONS_FILE, RESULTS_FILE, build_finetune_task, write_predictions
+from pipeline.finetune.build import (
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    build_finetune_task,
+    finetune_complete,
+    write_predictions,
+)
 from pipeline.finetune.conll import (
     ConllConfig,
     NerSplits,
@@ -50,6 +56,7 @@ from pipeline.finetune.model import (
     FinetuneModelConfig,
     build_model,
     check_init_from,
+    check_model_dir,
     count_targets,
     load_tokenizer,
 )
@@ -64,6 +71,7 @@ __all__ = [
     "TaskConfig",
     "TaskType",
     "build_finetune_task",
+    "finetune_complete",
     "write_predictions",
     "ClassificationDataset",
     "ConllConfig",
@@ -82,6 +90,7 @@ __all__ = [
     "build_tag_set",
     "can_pack",
     "check_init_from",
+    "check_model_dir",
     "classification_metrics",
     "collate_dynamic",
     "collate_packed",

@@ -40,12 +40,30 @@ from pipeline.finetune.model import (
 from pipeline.finetune.packing import can_pack, collate_packed
 from pipeline.finetune.task import DEFAULT_METRIC, TaskType
 from pipeline.io import atomic_open, write_json, write_text
-from pipeline.train import GlobalBatchPlan, TrainConfig, TrainTask, export_model, resolve_max_steps
+from pipeline.train import (
+    GlobalBatchPlan,
+    TrainConfig,
+    TrainTask,
+    export_model,
+    resolve_max_steps,
+    run_completed,
+)
 
-__all__ = ["PREDICTIONS_FILE", "RESULTS_FILE", "build_finetune_task", "write_predictions"]
+__all__ = [
+    "PREDICTIONS_FILE",
+    "RESULTS_FILE",
+    "build_finetune_task",
+    "finetune_complete",
+    "write_predictions",
+]
 
 RESULTS_FILE = "eval_results.json"
 PREDICTIONS_FILE = "predictions.tsv"
+
+
+def finetune_complete(output_dir: str | Path) -> bool:
+    """A finished fine-tuning run: its last invocation completed and the best model's metrics are written."""
+    return run_completed(output_dir) and (Path(output_dir) / RESULTS_FILE).is_file()
 
 
 def _datasets(task_type: TaskType, data: FinetuneDataConfig, tokenizer):
@@ -173,7 +191,7 @@ def build_finetune_task(
     evaluation = _Evaluation(
         accelerator, task_type, (val_set, test_set), label_names, train.batch_size * 2, pad_id, output_dir
     )
-    tokenizer_dir = Path(model.tokenizer or model.init_from)
+    tokenizer_dir = Path(model.tokenizer_source()[1])
     task = TrainTask(
         model=FinetuneModel(hf_model, task_type),
         make_batch=_train_batch_fn(train_set, plan, pad_id, _pack_length(data, hf_model)),

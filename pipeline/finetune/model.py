@@ -1,8 +1,9 @@
 """Fine-tuning models: a transformers head (sequence / token classification) plus its summed loss.
 
 ``model.init_from`` is a directory produced by ``pipeline pretrain`` (its ``final/``) or any local
-Hugging Face model directory; ``none`` builds the same architecture from a size preset with random
-weights (to measure what pretraining buys).  :class:`FinetuneModel` returns the *summed* loss and
+Hugging Face model directory; ``none`` builds an architecture with random weights (to measure what
+pretraining buys): the one in ``model.architecture_from``'s ``config.json`` (with its tokenizer), or
+else the one the size keys describe.  :class:`FinetuneModel` returns the *summed* loss and
 the number of correct predictions, like ``SparseMLM``, so the shared loop normalises by the
 global number of targets (examples, or labelled tokens for NER).
 """
@@ -42,8 +43,13 @@ class FinetuneModelConfig(ModelConfig):
         0.1,
         "encoder dropout while fine-tuning (hidden states, attention), also set on init_from's model: pretraining usually runs without it, fine-tuning benefits (BERT recipe)",
     )
+    architecture_from: str | None = option(
+        None,
+        "with init_from=none: a model directory whose config.json (architecture and sizes) and tokenizer are used, with random weights - e.g. the pretrained model, to measure what its pretraining buys; the size keys are then ignored",
+    )
     tokenizer: str | None = option(
-        None, "tokenizer directory; default: the one saved in init_from (required for none)"
+        None,
+        "tokenizer directory; default: the one saved in init_from (or architecture_from; one of them is required for none)",
     )
     classifier_dropout: float | None = option(
         None, "dropout before the classification head (null = model default)"
@@ -62,24 +68,42 @@ class FinetuneModelConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.init_from == "none" and not self.tokenizer:
-            raise ConfigError("model.init_from=none needs model.tokenizer (a tokenizer directory)")
+        if self.init_from == "none" and not (self.tokenizer or self.architecture_from):
+            raise ConfigError(
+                "model.init_from=none needs model.tokenizer (a tokenizer directory) or model.architecture_from"
+            )
+        if self.architecture_from and self.init_from != "none":
+            raise ConfigError("model.architecture_from is for model.init_from=none (random weights) only")
+
+    def tokenizer_source(self) -> tuple[str, str]:
+        """(config key, directory) of the tokenizer: model.tokenizer, else the model directory."""
+        if self.tokenizer:
+            return "model.tokenizer", self.tokenizer
+        if self.init_from == "none":
+            return "model.architecture_from", str(self.architecture_from)
+        return "model.init_from", self.init_from
 
 
-def check_init_from(cfg: FinetuneModelConfig) -> None:
-    path = Path(cfg.init_from)
-    if cfg.init_from != "none" and not (path / "config.json").is_file():
+def check_model_dir(path: str | Path, key: str) -> None:
+    """``path`` must be a model directory (a ``config.json``): one error naming ``key`` otherwise."""
+    if not (Path(path) / "config.json").is_file():
         raise PipelineError(
-            f"model.init_from={path} is not a model directory (no config.json); point it at a "
-            "pretrain run's final/ or a local Hugging Face model, or use none"
+            f"{key}={path} is not a model directory (no config.json); point it at a "
+            "pretrain run's final/ or a local Hugging Face model"
         )
 
 
+def check_init_from(cfg: FinetuneModelConfig) -> None:
+    if cfg.init_from != "none":
+        check_model_dir(cfg.init_from, "model.init_from")
+    elif cfg.architecture_from:
+        check_model_dir(cfg.architecture_from, "model.architecture_from")
+
+
 def load_tokenizer(cfg: FinetuneModelConfig):
-    """The tokenizer of the ``model`` section: ``model.tokenizer``, else the one saved in ``init_from``."""
+    """The tokenizer of the ``model`` section (:meth:`FinetuneModelConfig.tokenizer_source`)."""
     check_init_from(cfg)
-    key = "model.tokenizer" if cfg.tokenizer else "model.init_from"
-    source = cfg.tokenizer or cfg.init_from
+    key, source = cfg.tokenizer_source()
     return load_saved_tokenizer(source, key=key, trust_remote_code=cfg.trust_remote_code)
 
 
@@ -104,16 +128,12 @@ def build_model(
     if cfg.classifier_dropout is not None:
         extra["classifier_dropout"] = cfg.classifier_dropout
     if cfg.init_from == "none":
-        ids = {
-            "pad": tokenizer.pad_token_id,
-            "cls": tokenizer.cls_token_id,
-            "sep": tokenizer.sep_token_id,
-            "mask": tokenizer.mask_token_id,
-        }
-        config = encoder_config(cfg, vocab_size=len(tokenizer), special_ids=ids)
+        config = _random_init_config(cfg, tokenizer)
         for key, value in extra.items():
             setattr(config, key, value)
-        return _head_class(task).from_config(config)
+        return _head_class(task).from_config(
+            config, trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation
+        )
     check_init_from(cfg)
     path = Path(cfg.init_from)
     try:
@@ -127,6 +147,26 @@ def build_model(
         )
     except (OSError, ValueError, KeyError) as e:
         raise PipelineError(f"cannot load a model from model.init_from={path}: {e}") from None
+
+
+def _random_init_config(cfg: FinetuneModelConfig, tokenizer):
+    """The architecture of ``init_from=none``: ``architecture_from``'s config.json, or the size keys."""
+    if cfg.architecture_from:
+        try:
+            config = AutoConfig.from_pretrained(
+                cfg.architecture_from, trust_remote_code=cfg.trust_remote_code
+            )
+        except (OSError, ValueError, KeyError) as e:
+            raise PipelineError(f"cannot read model.architecture_from={cfg.architecture_from}: {e}") from None
+        config.update(dropout_settings(config, cfg.dropout))
+        return config
+    ids = {
+        "pad": tokenizer.pad_token_id,
+        "cls": tokenizer.cls_token_id,
+        "sep": tokenizer.sep_token_id,
+        "mask": tokenizer.mask_token_id,
+    }
+    return encoder_config(cfg, vocab_size=len(tokenizer), special_ids=ids)
 
 
 class FinetuneModel(torch.nn.Module):

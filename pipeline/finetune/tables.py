@@ -12,7 +12,9 @@ dict or, for a row that cannot be one, a ``"reason: message"`` string the caller
 * ``.jsonl``: one JSON object per line; the columns are the union of the keys.
 * ``.parquet``: pyarrow; locations are row numbers.
 * anything else that is not a local path (``hf://NAME`` or a bare ``NAME`` / ``owner/NAME``, with an
-  optional ``:SPLIT``): ``datasets.load_dataset(NAME, hub_config, split=SPLIT)``.
+  optional ``:SPLIT``): ``datasets.load_dataset(NAME, hub_config, split=SPLIT)``; when the hub is
+  unreachable, the split's local mirror file (:mod:`pipeline.text.hub`) read under the hub's column
+  names.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.text import is_hub_name, load_hub_dataset
+from pipeline.text import LocalCopy, is_hub_name, load_hub_or_local
 
 DEFAULT_DELIMITERS = {".tsv": "\t", ".csv": ","}
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl", ".parquet")
@@ -174,7 +176,25 @@ def _parquet_rows(path: str) -> RowSource:
 
 def _hub_rows(name: str, split: str, config: str | None) -> RowSource:
     hint = f"Without the hub, point data.train / data.validation / data.test at local {', '.join(TABLE_SUFFIXES)} files."
-    data = load_hub_dataset(name, config, split, streaming=False, source=name, local_hint=hint)
+    data, local = load_hub_or_local(name, config, split, streaming=False, source=name, local_hint=hint)
+    if local is not None:
+        return _as_hub_columns(open_rows(str(local.path), header=local.header), local)
     return RowSource(
         f"hub dataset {name} ({split})", list(data.column_names), enumerate(data, start=1), by_line=False
     )
+
+
+def _as_hub_columns(source: RowSource, local: LocalCopy) -> RowSource:
+    """The local mirror's rows under the hub's column names and values (e.g. ``label`` for CoLA's
+    column 1, RTE's 'entailment' -> '0'), so a config written for the hub reads it unchanged."""
+    columns = {hub: source.column(mine, f"local copy of {hub!r}") for hub, mine in local.columns.items()}
+
+    def records() -> Iterator[Row]:
+        for line, record in source.rows:
+            if isinstance(record, dict):
+                record = {hub: record[mine] for hub, mine in columns.items()}
+                for hub, mapping in local.values.items():
+                    record[hub] = mapping.get(record[hub], record[hub])
+            yield line, record
+
+    return RowSource(source.name, list(columns), records(), source.by_line)

@@ -8,6 +8,7 @@ STAGES = {
     "shard": "pipeline.stages.shard",
     "pretrain": "pipeline.stages.pretrain",
     "finetune": "pipeline.stages.finetune",
+    "evaluate": "pipeline.stages.evaluate",
     "run": "pipeline.stages.run",
     "export": "pipeline.stages.export",
 }

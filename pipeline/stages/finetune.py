@@ -25,8 +25,9 @@ from pipeline.finetune import (
     FinetuneModelConfig,
     TaskConfig,
     build_finetune_task,
+    finetune_complete,
 )
-from pipeline.train import TrainConfig, TrainTask, run_completed, run_training_stage
+from pipeline.train import TrainConfig, TrainTask, run_training_stage
 
 
 @dataclass
@@ -53,7 +54,7 @@ def run(cfg: Config) -> int:
 
 def is_complete(cfg: Config) -> bool:
     """A finished run: its last invocation completed and the best model's metrics are written."""
-    return run_completed(cfg.output_dir) and (Path(cfg.output_dir) / RESULTS_FILE).is_file()
+    return finetune_complete(cfg.output_dir)
 
 
 def _print_results(output_dir: Path) -> None:

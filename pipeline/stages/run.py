@@ -2,7 +2,7 @@
 
 Run:
     pipeline run --config configs/quickstart.yaml
-    pipeline run --config configs/quickstart.yaml corpus=[../shared/data/wikitext-2/train.txt] ...  (local data)
+    pipeline run --config configs/quickstart.yaml corpus=[data/*.txt] finetune.data.train=...  (your own data)
 
 Each section (``tokenizer``, ``shard``, ``pretrain``, ``finetune``) takes the keys of that stage
 (``pipeline <stage> --help``) except the ones this command wires together: inputs, output
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import console
-from pipeline.config import REQUIRED, from_dict, option, save_config, section
+from pipeline.config import REQUIRED, from_dict, merge, option, save_config, section
 from pipeline.errors import ConfigError
 from pipeline.finetune import RESULTS_FILE
 from pipeline.shards import MANIFEST_NAME
@@ -52,16 +52,6 @@ class Config:
         stage_configs(self)  # type-check every section now, not after an hour of pretraining
 
 
-def _merge(user: dict, wired: dict) -> dict:
-    out = dict(user)
-    for key, value in wired.items():
-        if isinstance(value, dict):
-            out[key] = _merge(out.get(key) or {}, value)
-        else:
-            out[key] = value
-    return out
-
-
 def stage_configs(cfg: Config) -> dict[str, Any]:
     root = Path(cfg.output_dir)
     corpus = dataclasses.asdict(cfg.corpus_format)
@@ -80,7 +70,7 @@ def stage_configs(cfg: Config) -> dict[str, Any]:
         },
     }
     return {
-        name: from_dict(MODULES[name].Config, _merge(getattr(cfg, name), wired[name]), prefix=f"{name}.")
+        name: from_dict(MODULES[name].Config, merge(getattr(cfg, name), wired[name]), prefix=f"{name}.")
         for name in STAGE_ORDER
     }
 

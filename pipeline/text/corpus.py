@@ -6,7 +6,8 @@ line, or batch by batch for parquet), never loaded whole.
 
 Inputs are resolved first (:func:`pipeline.text.inputs.resolve_inputs`: files, globs,
 directories, hub dataset names); hub datasets are streamed with ``datasets.load_dataset(name,
-corpus.hub_config, split=corpus.hub_split, streaming=True)``.
+corpus.hub_config, split=corpus.hub_split, streaming=True)``, or read from their local mirror when
+the hub is unreachable (:mod:`pipeline.text.hub`).
 
 Formats, chosen by suffix, each optionally gzip-compressed (``.gz`` appended, e.g. ``x.jsonl.gz``):
 
@@ -38,7 +39,7 @@ from typing import IO, Literal
 
 from pipeline.config import option
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.text.hub import load_hub_dataset
+from pipeline.text.hub import load_hub_or_local
 from pipeline.text.inputs import HUB_PREFIX, SUFFIXES, format_of, is_hub_name, unsupported_input
 
 __all__ = ["CorpusConfig", "iter_documents", "iter_corpus"]
@@ -249,7 +250,13 @@ def _iter_parquet(stream: IO[bytes], path: str, cfg: CorpusConfig) -> Iterator[s
 
 def _iter_hub(source: str, cfg: CorpusConfig) -> Iterator[str]:
     name = source[len(HUB_PREFIX) :] if source.startswith(HUB_PREFIX) else source
-    rows = _open_hub(name, source, cfg)
+    hint = f"Point `input` at local files ({', '.join(SUFFIXES)}, optionally .gz) instead."
+    rows, local = load_hub_or_local(
+        name, cfg.hub_config, cfg.hub_split, streaming=True, source=f"input {source}", local_hint=hint
+    )
+    if local is not None:  # the hub is unreachable: its local mirror (a file of this module's formats)
+        yield from iter_documents(str(local.path), cfg)
+        return
     try:
         for index, record in enumerate(rows, start=1):
             if cfg.text_field not in record:
@@ -264,10 +271,3 @@ def _iter_hub(source: str, cfg: CorpusConfig) -> Iterator[str]:
         raise
     except Exception as e:  # network errors surface while streaming too
         raise PipelineError(f"hub dataset {name}: reading failed ({type(e).__name__}: {e})") from None
-
-
-def _open_hub(name: str, source: str, cfg: CorpusConfig):
-    hint = f"Point `input` at local files ({', '.join(SUFFIXES)}, optionally .gz) instead."
-    return load_hub_dataset(
-        name, cfg.hub_config, cfg.hub_split, streaming=True, source=f"input {source}", local_hint=hint
-    )

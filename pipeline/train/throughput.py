@@ -26,8 +26,11 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype, seconds: float 
     if key in _PROBE_CACHE:
         return _PROBE_CACHE[key]
     n = 4096 if device.type == "cuda" else 1024
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    # its own generator: the probe runs once per process, so drawing from the global RNG would make
+    # a run's dropout masks depend on whether another stage ran before it in the same process
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     for _ in range(3):  # warm-up (kernel selection, AMX tile config)
         a @ b
     _sync(device)
