@@ -10,6 +10,8 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.cli import main
 from tests.helpers.loop import reset_accelerate
 
@@ -51,3 +53,27 @@ def write_sentiment(path: Path, n: int, seed: int) -> Path:
 
 def results(out: Path) -> dict:
     return json.loads((out / "eval_results.json").read_text())
+
+
+def read_table(path: Path, text_columns: tuple[str, ...] = ("sentence",), label: str | None = "label"):
+    """``(texts per column, labels)`` of a small tsv/csv written by these helpers (no quoting)."""
+    sep = "\t" if path.suffix == ".tsv" else ","
+    header, *rows = [line.split(sep) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    columns = [[row[header.index(c)] for row in rows] for c in text_columns]
+    labels = [row[header.index(label)] for row in rows] if label else None
+    return columns, labels
+
+
+def hf_logits(model_dir: Path, columns: list[list[str]]) -> np.ndarray:
+    """Logits of an exported classifier/regressor, computed by transformers alone (one example at a
+    time: no padding), to check the pipeline's own evaluation against."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    out = []
+    with torch.no_grad():
+        for example in zip(*columns):
+            out.append(model(**tokenizer(*example, return_tensors="pt")).logits[0].numpy())
+    return np.stack(out)
