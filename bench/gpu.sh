@@ -7,18 +7,22 @@
 #
 # Rows: hf (fp32, as the example runs by default), hf_bf16 (the example under
 # `accelerate --mixed_precision bf16`), then our ablation (sparse head, fused AdamW, bf16, dropout 0,
-# torch.compile; dropout 0.1 up to bf16_eager like the recipe).  Results:
+# torch.compile; dropout 0.1 up to bf16_eager like the recipe).  On CUDA our bf16 rows alternate
+# step by step with the bf16 recipe, so "x HF" compares like with like.  Results:
 # bench/results/pretrain_base_cuda.json (with the GPU model) plus a torch.profiler table of our best row.
 # Environment: PIPELINE_DATA (folder holding wikitext-2/; a synthetic corpus is used if absent),
 # PIPELINE_BENCH_CACHE (tokenizer/shard cache, default /tmp/pipeline-bench), BATCH (default 128).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+GPU_ROWS=hf,hf_bf16,loop,sparse,fused,bf16_eager,bf16_nodrop,bf16   # bf16 = + torch.compile
+
 if [[ "${1:-}" == "--dry-run" ]]; then
     bash -n bench/gpu.sh
     python -m compileall -q bench pipeline
+    # every GPU row (compile included) plus the other row kinds, one step each
     exec python -m bench.pretrain_throughput --size tiny --device cpu \
-        --configs hf,hf_bf16,hf_nodrop,loop,sparse,fused,nodrop,bf16_eager,bf16_nodrop --batch-size 2 --warmup 0 --steps 1 --rounds 1 \
+        --configs "$GPU_ROWS,hf_nodrop,nodrop,compile" --batch-size 2 --warmup 0 --steps 1 --rounds 1 \
         --name gpu_dry_run
 fi
 
@@ -28,5 +32,5 @@ if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python -m bench.pretrain_throughput --size base --device cuda --batch-size "${BATCH:-128}" \
-    --configs hf,hf_bf16,loop,sparse,fused,bf16_eager,bf16_nodrop,bf16 --warmup 3 --steps 10 --rounds 1 --profile \
+    --configs "$GPU_ROWS" --warmup 3 --steps 10 --rounds 1 --profile \
     --name pretrain_base_cuda

@@ -241,7 +241,11 @@ def measure_round(args, hf: HFSide | None, shards) -> dict[str, dict]:
                     args.warmup,
                 )
             continue
-        partner = Interleave(hf.steps(args, HFRecipe()), sync=_sync(args)) if interleave else None
+        # on a GPU a bf16 row is compared with the recipe in bf16 too (on CPUs, the fp32 recipe)
+        paired_recipe = (
+            HFRecipe("bf16") if args.device == "cuda" and variant.precision == "bf16" else HFRecipe()
+        )
+        partner = Interleave(hf.steps(args, paired_recipe), sync=_sync(args)) if interleave else None
         run = run_pretrain(
             variant,
             shards,
@@ -257,8 +261,10 @@ def measure_round(args, hf: HFSide | None, shards) -> dict[str, dict]:
         if partner is not None:
             paired = step_stats(partner.durations, [], hf.tokens_per_step, hf.flops_per_token, args.warmup)
             measured[name]["paired_hf_tokens_per_s"] = paired["tokens_per_s"]
-            hf_steady += partner.durations[args.warmup :]
-            hf_first = hf_first or partner.durations[0]
+            measured[name]["paired_with"] = "hf_bf16" if paired_recipe.precision == "bf16" else "hf"
+            if paired_recipe == HFRecipe():  # the "hf" row: the fp32 recipe's steps only
+                hf_steady += partner.durations[args.warmup :]
+                hf_first = hf_first or partner.durations[0]
         print(
             f"  {name:10s} {measured[name]['tokens_per_s']:10,.0f} tokens/s  (steps: "
             f"{', '.join(f'{d:.2f}' for d in run['durations'])} s)"
@@ -269,8 +275,11 @@ def measure_round(args, hf: HFSide | None, shards) -> dict[str, dict]:
             ),
             flush=True,
         )
-    if interleave:
+    if interleave and hf_steady:
         measured["hf"] = step_stats([hf_first, *hf_steady], [], hf.tokens_per_step, hf.flops_per_token, 1)
+    elif interleave:  # every row of ours was paired with the bf16 recipe: time the fp32 one alone
+        durations = hf.standalone(args, HFRecipe(), args.warmup + args.steps)
+        measured["hf"] = step_stats(durations, [], hf.tokens_per_step, hf.flops_per_token, args.warmup)
     return measured
 
 
@@ -299,6 +308,7 @@ def summarise(args, rounds: list[dict], peaks: dict) -> list[dict]:
                 "step_s": median(r["step_s"] for r in runs),
                 "tokens_per_s": tps,
                 "vs_hf": vs_hf,
+                "paired_with": runs[0].get("paired_with"),  # the HF recipe row "x HF" divides by
                 "vs_previous": ratio(vs_hf, previous) if previous and vs_hf else None,
                 "mfu_dtype_peak": tps * runs[0]["flops_per_token"] / dtype_peak,
                 "mfu_best_peak": tps * runs[0]["flops_per_token"] / best_peak,
@@ -320,6 +330,7 @@ COLUMNS = [
     ("step_s", "step s", ".2f"),
     ("tokens_per_s", "tokens/s", ",.0f"),
     ("vs_hf", "x HF", ".2f"),
+    ("paired_with", "HF row paired", ""),
     ("vs_previous", "x prev row", ".2f"),
     ("mfu_dtype_peak", "MFU (own dtype peak)", ".1%"),
     ("mfu_best_peak", "MFU (best peak)", ".1%"),
