@@ -112,8 +112,11 @@ def restore_rng(path: Path, rank: int, required: bool) -> None:
         random.setstate(states["random_state"])
         np.random.set_state(states["numpy_random_seed"])
         torch.set_rng_state(states["torch_manual_seed"])
-        if torch.cuda.is_available() and "torch_cuda_manual_seed" in states:
-            torch.cuda.set_rng_state_all(states["torch_cuda_manual_seed"])
+        if torch.cuda.is_available():  # a node with fewer GPUs than the writer's keeps the first ones
+            for device, state in enumerate(
+                states.get("torch_cuda_manual_seed", [])[: torch.cuda.device_count()]
+            ):
+                torch.cuda.set_rng_state(state, device)
     except Exception as e:  # noqa: BLE001 - any unreadable RNG file makes the checkpoint unreadable
         raise PipelineError(f"{file.name} could not be read ({type(e).__name__}: {e})") from None
 
