@@ -15,7 +15,15 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from pipeline.cli import main
-from tests.helpers.finetune import WORDS, finetune, hf_logits, read_table, results, sentence, write_sentiment
+from tests.helpers.finetune import (
+    finetune,
+    hf_logits,
+    read_table,
+    results,
+    sentence,
+    write_conll,
+    write_sentiment,
+)
 from tests.helpers.loop import reset_accelerate
 
 
@@ -115,37 +123,6 @@ def _assert_regression_metrics_reproduced(out: Path, data: Path) -> None:
     res = results(out)
     assert res["eval/mse"] == pytest.approx(float(np.mean((predicted - gold) ** 2)), rel=1e-4)
     assert res["eval/pearson"] == pytest.approx(stats.pearsonr(predicted, gold).statistic, abs=1e-4)
-
-
-def write_conll(path: Path, scheme: str, n: int = 120, seed: int = 0) -> Path:
-    """Sentences with PER ('alice bob') and LOC ('paris') entities, adjacent same-type spans included."""
-    rng = random.Random(seed)
-    lines = ["-DOCSTART- -X- O O", ""]
-    for _ in range(n):
-        tokens = []
-        for _ in range(rng.randint(3, 8)):
-            r = rng.random()
-            if r < 0.2:
-                tokens.append([("alice", "PER"), ("bob", "PER")])
-            elif r < 0.3:
-                tokens.append([("paris", "LOC")])
-            else:
-                tokens.append([(rng.choice(WORDS), "O")])
-        previous = "O"
-        for entity in tokens:
-            kind = entity[0][1]
-            for i, (word, _) in enumerate(entity):
-                if kind == "O":
-                    tag = "O"
-                elif i == 0 and (scheme == "iob2" or previous == kind):
-                    tag = f"B-{kind}"
-                else:
-                    tag = f"I-{kind}"
-                lines.append(f"{word} NN O {tag}")
-            previous = kind
-        lines.append("")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_ner_iob1_and_iob2_train_identically(tiny_pretrained, tmp_path):

@@ -163,7 +163,13 @@ def _tail(log: Path, lines: int = 60) -> str:
 
 
 def run_stage(args: list[str], log: Path) -> None:
+    """`pipeline <args>` in one plain process."""
     _run([sys.executable, "-m", "pipeline", *args], log, _env({}))
+
+
+def run_launched_stage(backend: Backend, stage_args: list[str], log: Path, processes: int = 2) -> None:
+    """Any stage under `accelerate launch` (to completion)."""
+    _run(launch_stage_cmd(backend, stage_args, processes), log, _env(backend.env))
 
 
 def run_single(shards: Path, output_dir: Path, expect: int | str = 0, **train) -> Path:
@@ -185,12 +191,19 @@ def _free_port() -> int:
 
 def launch_cmd(backend: Backend, shards: Path, output_dir: Path, processes: int = 2, **train) -> list[str]:
     """`accelerate launch --config_file <backend's yaml> --num_processes N -m pipeline pretrain ...`"""
+    return launch_stage_cmd(
+        backend, ["pretrain", *pretrain_overrides(shards, output_dir, **train)], processes
+    )
+
+
+def launch_stage_cmd(backend: Backend, stage_args: list[str], processes: int = 2) -> list[str]:
+    """`accelerate launch --config_file <backend's yaml> --num_processes N -m pipeline <stage_args>`"""
     return [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(LAUNCH_CONFIGS / backend.config_file),
         "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
         "--main_process_port", str(_free_port()),
-        "-m", "pipeline", "pretrain", *pretrain_overrides(shards, output_dir, **train),
+        "-m", "pipeline", *stage_args,
     ]  # fmt: skip
 
 

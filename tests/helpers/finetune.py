@@ -1,7 +1,8 @@
 """Fine-tuning test data and a fast `pipeline finetune` call (tests/finetune/, tests/test_bad_input.py).
 
-``write_sentiment`` writes a learnable sentiment table (label 1 iff the sentence mentions 'cat');
-``finetune(out, *overrides)`` runs the stage with fast settings (``FAST``).
+``write_sentiment`` writes a learnable sentiment table (label 1 iff the sentence mentions 'cat'),
+``write_conll`` a CoNLL NER file; ``finetune(out, *overrides)`` runs the stage with fast settings
+(``FAST``); ``read_table`` / ``hf_logits`` recompute predictions with transformers alone.
 """
 
 from __future__ import annotations
@@ -77,3 +78,34 @@ def hf_logits(model_dir: Path, columns: list[list[str]]) -> np.ndarray:
         for example in zip(*columns):
             out.append(model(**tokenizer(*example, return_tensors="pt")).logits[0].numpy())
     return np.stack(out)
+
+
+def write_conll(path: Path, scheme: str, n: int = 120, seed: int = 0) -> Path:
+    """Sentences with PER ('alice bob') and LOC ('paris') entities, adjacent same-type spans included."""
+    rng = random.Random(seed)
+    lines = ["-DOCSTART- -X- O O", ""]
+    for _ in range(n):
+        tokens = []
+        for _ in range(rng.randint(3, 8)):
+            r = rng.random()
+            if r < 0.2:
+                tokens.append([("alice", "PER"), ("bob", "PER")])
+            elif r < 0.3:
+                tokens.append([("paris", "LOC")])
+            else:
+                tokens.append([(rng.choice(WORDS), "O")])
+        previous = "O"
+        for entity in tokens:
+            kind = entity[0][1]
+            for i, (word, _) in enumerate(entity):
+                if kind == "O":
+                    tag = "O"
+                elif i == 0 and (scheme == "iob2" or previous == kind):
+                    tag = f"B-{kind}"
+                else:
+                    tag = f"I-{kind}"
+                lines.append(f"{word} NN O {tag}")
+            previous = kind
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+    return path

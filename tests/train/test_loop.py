@@ -28,6 +28,8 @@ def test_exact_resume_bit_identical(tmp_path):
 
 
 def test_grad_accum_equals_bigger_batch(tmp_path):
+    """Micro-batches carry different target counts (tests/helpers/loop.py), so the gradient (its
+    pre-clipping norm is logged) is only the same if the loss is normalised by the step's count."""
     _, lines_a, w_a = run(tmp_path / "a", batch_size=8, grad_accum=1, max_steps=4)
     _, lines_b, w_b = run(tmp_path / "b", batch_size=4, grad_accum=2, max_steps=4)
     for key in w_a:
@@ -36,6 +38,13 @@ def test_grad_accum_equals_bigger_batch(tmp_path):
     assert la.keys() == lb.keys()
     for step in la:
         assert la[step] == pytest.approx(lb[step], rel=1e-5)
+    norms_a, norms_b = (
+        {r["step"]: r["train/grad_norm"] for r in lines if "train/grad_norm" in r}
+        for lines in (lines_a, lines_b)
+    )
+    assert norms_a.keys() == la.keys() and all(
+        norms_b[s] == pytest.approx(norms_a[s], rel=1e-5) for s in norms_a
+    )
 
 
 def test_rotation_keeps_newest_complete(tmp_path):
