@@ -2,9 +2,11 @@
 steady-state step statistics, the printed table and the results JSON.
 
 Not run directly; every benchmark imports it (run them from the repository root as
-``python -m bench.<name>``).  Results go to ``bench/results/<name>.json`` with the machine
-description, the date and the exact command line, so a table in the README can always be traced
-back to a file.
+``python -m bench.<name>``).  Results go to ``bench/results/<name>.json`` with :func:`provenance`
+(the exact command line, the git commit and whether the tree had uncommitted changes) and the
+machine description (CPU/GPU, library versions, date, load), so a number in the README can always
+be traced back to a file and the code that produced it.  ``bench/record.py`` does the same for any
+command (accuracy experiments: the quickstart, fine-tuning comparisons).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -77,6 +80,31 @@ def machine_info(device: str = "cpu") -> dict:
     if device == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def git_state() -> dict:
+    """The commit the code ran at and whether the working tree differed from it (uncommitted or
+    untracked files outside bench/results/, which the run itself writes)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+    try:
+        status = git("status", "--porcelain", "--untracked-files=all").splitlines()
+        changed = [line[3:] for line in status if not line[3:].startswith("bench/results/")]
+        return {
+            "commit": git("rev-parse", "HEAD").strip(),
+            "dirty": bool(changed),
+            "changed_files": changed[:20],
+        }
+    except (OSError, subprocess.CalledProcessError) as e:
+        return {"commit": None, "dirty": None, "error": str(e)}
+
+
+def provenance(command: list[str] | None = None) -> dict:
+    """What a results file must say about how it was made: the command and the code's git state."""
+    argv = command or ["python", "-m", f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]]
+    return {"command": " ".join(argv), "git": git_state()}
 
 
 def measure_peaks(device: str = "cpu", seconds: float = 2.0) -> dict[str, float]:
@@ -162,30 +190,12 @@ def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]
     return text
 
 
-def git_commit() -> str:
-    """The checked-out commit (``+dirty`` when tracked files other than results differ from it), or
-    ``unknown``."""
-    import subprocess
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
-    return commit + ("+dirty" if changed else "")
-
-
-def write_results(name: str, payload: dict, machine: dict) -> Path:
-    """Write ``bench/results/<name>.json`` atomically, with ``machine`` (from :func:`machine_info`,
-    taken when the benchmark started), the command line and the git commit."""
+def write_results(name: str, payload: dict, machine: dict, command: list[str] | None = None) -> Path:
+    """Write ``bench/results/<name>.json`` atomically, with :func:`provenance` (the command line,
+    default this benchmark's, and the git commit + dirty flag) and ``machine`` (from
+    :func:`machine_info`, taken when the benchmark started)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    record = {
-        "benchmark": name,
-        "command": " ".join(["python", "-m", f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
-        "commit": git_commit(),
-        "machine": machine,
-        **payload,
-    }
+    record = {"benchmark": name, **provenance(command), "machine": machine, **payload}
     path = RESULTS_DIR / f"{name}.json"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")

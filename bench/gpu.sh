@@ -15,12 +15,14 @@
 # PIPELINE_BENCH_CACHE (tokenizer/shard cache, default /tmp/pipeline-bench), BATCH (default 128).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+GPU_ROWS=hf,hf_fp32,loop,sparse,fused,nodrop,attn,compile,compile_max,doc_mask
 
 if [[ "${1:-}" == "--dry-run" ]]; then
     bash -n bench/gpu.sh
     python -m compileall -q bench pipeline
+    # every GPU row (compile included) plus the other row kinds, one step each
     exec python -m bench.pretrain_throughput --size tiny --device cpu --calibration-steps 1 \
-        --configs hf,hf_fp32,hf_bf16,hf_nodrop,loop,sparse,fused,nodrop,attn,attn_fp32,compile_static,doc_mask --batch-size 2 --warmup 0 --steps 1 --rounds 1 \
+        --configs "$GPU_ROWS,hf_bf16,hf_nodrop,attn_fp32,compile_static" --batch-size 2 --warmup 0 --steps 1 --rounds 1 \
         --name gpu_dry_run
 fi
 
@@ -30,5 +32,5 @@ if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python -m bench.pretrain_throughput --size base --device cuda --batch-size "${BATCH:-128}" \
-    --configs hf,hf_fp32,loop,sparse,fused,nodrop,attn,compile,compile_max,doc_mask --warmup 3 --steps 10 --rounds 1 --profile \
+    --configs "$GPU_ROWS" --warmup 3 --steps 10 --rounds 1 --profile \
     --name pretrain_base_cuda

@@ -20,6 +20,7 @@ import pytest
 from pipeline.cli import main
 from tests.helpers import ROOT
 from tests.helpers.evaluate import write_suite
+from tests.helpers.faults import mode_bits_apply, read_only_dir
 from tests.helpers.finetune import write_sentiment
 from tests.helpers.loop import reset_accelerate
 
@@ -168,14 +169,6 @@ def init_from_not_a_model(tmp, ctx):
     return finetune(tmp, ctx, ctx["tsv"], ctx["tsv"], f"model.init_from={tmp}"), r"is not a model directory"
 
 
-def unwritable_output(tmp, ctx):
-    blocker = write(tmp / "file", "x")  # output_dir below a regular file cannot be created
-    return (
-        ["pretrain", f"data.shards={ctx['shards']}", f"output_dir={blocker / 'run'}", *PRETRAIN],
-        r"output_dir .* is not writable",
-    )
-
-
 def evaluate_on(tmp, ctx, *extra, model=None):
     suite = write_suite(tmp / "suite")
     return [
@@ -244,7 +237,6 @@ CASES = [
     empty_validation,
     conll_missing_tag,
     init_from_not_a_model,
-    unwritable_output,
     evaluate_unknown_task,
     evaluate_task_data_missing,
     evaluate_model_without_tokenizer,
@@ -270,6 +262,21 @@ def test_bad_input(case, ctx, tmp_path, capsys):
     out = tmp_path / "out"
     leftovers = [p for p in out.rglob("*") if p.is_file()] if out.is_dir() else []
     assert [p.name for p in leftovers if p.name != "config.yaml"] == []
+
+
+def test_unwritable_output_dir_is_refused(ctx, capsys):
+    """A real permission error: output_dir is a directory with mode 0500 (as root, which ignores
+    mode bits, the call runs with nobody's rights). One error line, exit 2, nothing written."""
+    with read_only_dir() as locked:
+        reset_accelerate()
+        with mode_bits_apply():
+            code = main(["pretrain", f"data.shards={ctx['shards']}", f"output_dir={locked}", *PRETRAIN])
+        assert list(locked.iterdir()) == []
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.fullmatch(
+        rf"error: output_dir {locked} is not writable: Permission denied", err[0]
+    ), err
 
 
 def test_gpu_launch_config_without_gpu(ctx, tmp_path):

@@ -1,14 +1,16 @@
-"""The benchmark scripts stay runnable: ``bench/gpu.sh --dry-run`` runs every row kind of the
-pretraining benchmark for one step, and the fine-tuning benchmark runs every row for one step.
+"""The benchmark scripts stay runnable and their results say where they came from.
 
-The GPU benchmark only runs for real where a GPU is lent, so this CPU dry run is what keeps its code
-paths (HF recipe rows, every ablation variant, the results file) from rotting between such runs.
+``bench/gpu.sh --dry-run`` runs every row kind of the GPU benchmark (compile rows included) for one
+step on CPU: the GPU benchmark only runs for real where a GPU is lent, so this is what keeps its
+code paths (HF recipe rows, every ablation variant, the results file) from rotting between such
+runs.  ``bench/record.py`` keeps the raw results of any command (accuracy experiments).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,24 +18,51 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SEQ_LEN, DRY_RUN_BATCH = 128, 2  # bench.pretrain_throughput's sequence length; gpu.sh --batch-size
 
 
-@pytest.mark.slow
-def test_gpu_benchmark_dry_run_runs_every_row(tmp_path):
-    env = {
+def gpu_script_rows() -> tuple[list[str], list[str]]:
+    """(rows of the real GPU run, rows of the dry run) as bench/gpu.sh names them."""
+    script = (REPO / "bench" / "gpu.sh").read_text()
+    gpu_rows = re.search(r"^GPU_ROWS=(\S+)", script, re.M).group(1).split(",")
+    dry = re.search(r'--configs "\$GPU_ROWS,(\S+)"', script).group(1).split(",")
+    return gpu_rows, gpu_rows + dry
+
+
+def assert_provenance(result: dict, command_part: str) -> None:
+    """Every results file records its command, the git commit + dirty flag, and library versions."""
+    import torch
+
+    assert command_part in result["command"], result["command"]
+    assert re.fullmatch(r"[0-9a-f]{40}", result["git"]["commit"]), result["git"]
+    assert isinstance(result["git"]["dirty"], bool)
+    assert result["machine"]["torch"] == torch.__version__ and result["machine"]["transformers"]
+
+
+def bench_env(tmp_path: Path) -> dict:
+    return {
         **os.environ,
         "PIPELINE_BENCH_CACHE": str(tmp_path / "cache"),
         "PIPELINE_BENCH_RESULTS": str(tmp_path / "results"),
     }
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_dry_run_runs_every_row(tmp_path):
     proc = subprocess.run(
-        ["bash", "bench/gpu.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+        ["bash", "bench/gpu.sh", "--dry-run"],
+        cwd=REPO,
+        env=bench_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads((tmp_path / "results" / "gpu_dry_run.json").read_text())
+    assert_provenance(result, "--name gpu_dry_run")
     rows = {row["config"]: row for row in result["rows"]}
-    script = (REPO / "bench" / "gpu.sh").read_text()
-    dry_run_configs = script.split("--configs ")[1].split()[0].split(",")
-    assert list(rows) == dry_run_configs
+    gpu_rows, dry_rows = gpu_script_rows()
+    assert list(rows) == dry_rows and set(gpu_rows) <= set(rows)  # every GPU row, compile included
     assert all(row["tokens_per_s"] > 0 for row in rows.values())
     assert rows["fused"]["vs_hf"] > 0 and "| fused |" in result["table"]
     # the baseline is the HF recipe at its faster precision, chosen by alternating fp32 / bf16 steps
@@ -44,12 +73,7 @@ def test_gpu_benchmark_dry_run_runs_every_row(tmp_path):
 
 @pytest.mark.slow
 def test_finetune_benchmark_runs_every_row(tmp_path, shared_data):
-    env = {
-        **os.environ,
-        "PIPELINE_BENCH_CACHE": str(tmp_path / "cache"),
-        "PIPELINE_BENCH_RESULTS": str(tmp_path / "results"),
-        "PIPELINE_DATA": str(shared_data),
-    }
+    env = {**bench_env(tmp_path), "PIPELINE_DATA": str(shared_data)}
     configs = "hf,hf_fp32,hf_bf16,ours_padded,ours,ours_fp32,ours_grouped"
     args = ["--size", "tiny", "--examples", "64", "--warmup", "0", "--steps", "1", "--rounds", "1"]
     args += ["--calibration-steps", "1", "--configs", configs]
@@ -69,8 +93,7 @@ def test_finetune_benchmark_runs_every_row(tmp_path, shared_data):
 
 
 def test_gpu_benchmark_names_only_known_rows():
-    script = (REPO / "bench" / "gpu.sh").read_text()
-    named = {name for part in script.split("--configs ")[1:] for name in part.split()[0].split(",")}
+    gpu_rows, dry_rows = gpu_script_rows()
     known = subprocess.run(
         [sys.executable, "-c", "from bench.pretrain_throughput import ROWS; print(','.join(ROWS))"],
         cwd=REPO,
@@ -78,4 +101,19 @@ def test_gpu_benchmark_names_only_known_rows():
         text=True,
         check=True,
     ).stdout.strip()
-    assert named <= set(known.split(",")), named - set(known.split(","))
+    assert set(dry_rows) <= set(known.split(",")), set(dry_rows) - set(known.split(","))
+
+
+def test_record_keeps_a_commands_results_with_its_provenance(tmp_path):
+    output = tmp_path / "eval_results.json"
+    writer = f"import json; json.dump({{'eval/accuracy': 0.75}}, open({str(output)!r}, 'w'))"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.record", "--name", "demo", "--collect", str(output), "--note", "a test",
+         "--", sys.executable, "-c", writer],
+        cwd=REPO, env=bench_env(tmp_path), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "demo.json").read_text())
+    assert_provenance(result, writer)
+    assert result["exit_code"] == 0 and result["note"] == "a test" and result["wall_s"] > 0
+    assert result["outputs"] == {str(output): {"eval/accuracy": 0.75}}

@@ -27,7 +27,7 @@ def test_ten_billion_sequences_open_seek_and_read_in_bounded_time_and_memory(tmp
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "results" / "data_scale.json").read_text())
-    assert result["command"].startswith("python -m bench.data_scale") and result["commit"]
+    assert result["command"].startswith("python -m bench.data_scale") and result["git"]["commit"]
     (row,) = result["rows"]
     assert row["sequences"] == 10**10 and row["shard_files"] == 4769 and row["step"] == 10**8
     assert row["batch_shape"] == [32, 128] and row["distinct_samples"] == 32

@@ -3,7 +3,7 @@ default, no config value evaluated as code."""
 
 from __future__ import annotations
 
-import pickle
+import json
 import re
 from pathlib import Path
 
@@ -17,21 +17,32 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 
 
 class _Exploit:
+    """Unpickling this creates the file named by ``marker`` - code running while a checkpoint loads."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (print, ("code ran while loading a checkpoint",))
+        return (open, (self.marker, "w"))
 
 
-def test_checkpoint_weights_are_safetensors_and_pickles_load_weights_only(tmp_path):
-    from accelerate.utils.other import load  # what Accelerator.load_state (our resume) reads pickles with
-
-    run(tmp_path, max_steps=2, save_every=2)
-    ckpt = tmp_path / "checkpoints" / "step_2"
+@pytest.mark.parametrize("planted", ["random_states_0.pkl", "optimizer.bin"])
+def test_resume_never_runs_code_from_a_checkpoint(tmp_path, planted):
+    """A checkpoint file replaced by a pickle that runs code (its recorded size updated too, as an
+    attacker would): resuming through the loop must not run it; the checkpoint is reported as
+    unreadable and the run resumes from the previous one."""
+    run(tmp_path, max_steps=8, save_every=4)
+    ckpt = tmp_path / "checkpoints" / "step_8"
     assert list(ckpt.glob("model*.safetensors")) and not list(ckpt.glob("pytorch_model*.bin"))
-    for pickle_file in [*ckpt.glob("optimizer*.bin"), *ckpt.glob("random_states_*.pkl")]:
-        load(pickle_file)  # weights_only=True by default: our files load under it
-    torch.save({"x": _Exploit()}, tmp_path / "evil.pkl")
-    with pytest.raises(pickle.UnpicklingError):
-        load(tmp_path / "evil.pkl")
+    marker = tmp_path / "code-ran"
+    torch.save({"state": _Exploit(marker)}, ckpt / planted)
+    record = json.loads((ckpt / "trainer_state.json").read_text())
+    record["files"][planted] = (ckpt / planted).stat().st_size
+    (ckpt / "trainer_state.json").write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="step_8 could not be loaded"):
+        summary, _, _ = run(tmp_path, max_steps=8, save_every=4)
+    assert not marker.exists(), "unpickling a checkpoint file ran code"
+    assert summary["steps_this_run"] == 4  # fell back to step_4
 
 
 def test_no_remote_code_and_no_eval():

@@ -5,10 +5,10 @@ Run:
     pipeline export run_dir=runs/pretrain-tiny checkpoint=runs/pretrain-tiny/checkpoints/step_30 output_dir=out/step30
     accelerate launch --config_file launch/accelerate/fsdp.yaml -m pipeline export run_dir=...   # sharded checkpoints
 
-The run's own ``config.yaml`` rebuilds the model; the checkpoint is loaded through Accelerate (so a
-sharded FSDP / ZeRO checkpoint needs the same launch config and world size as training) and the
-full weights are gathered and written as safetensors plus the tokenizer, loadable with the Auto
-classes and no project import.
+The run's own ``config.yaml`` rebuilds the model; the checkpoint is loaded as a resume would load it
+(resharded to this launch's layout: an FSDP checkpoint exports from one plain process too; a ZeRO
+checkpoint needs DeepSpeed, with any process count) and the full weights are gathered and written
+as safetensors plus the tokenizer, loadable with the Auto classes and no project import.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from pipeline import console
 from pipeline.config import REQUIRED, from_dict, option, read_yaml
 from pipeline.errors import PipelineError
 from pipeline.stages import finetune, pretrain
-from pipeline.train import CheckpointManager, build_optimizer, check_checkpoint, make_accelerator
+from pipeline.train import (
+    CheckpointManager,
+    build_optimizer,
+    check_checkpoint,
+    load_checkpoint,
+    make_accelerator,
+)
 
 
 @dataclass
@@ -73,8 +79,8 @@ def run(cfg: Config) -> int:
     out = _output_dir(cfg, step)
     accelerator = make_accelerator(stage_cfg.train, run_dir, log=False)
     task, train = module.build_task(stage_cfg, accelerator, run_dir)
-    model, _optimizer = accelerator.prepare(task.model, build_optimizer(task.model, train))
-    accelerator.load_state(str(path))
+    model, optimizer = accelerator.prepare(task.model, build_optimizer(task.model, train))
+    load_checkpoint(accelerator, model, optimizer, path)
     out.parent.mkdir(parents=True, exist_ok=True)
     task.export(accelerator, model, out)
     console.info(f"export: {path} (step {step}) -> {out}")

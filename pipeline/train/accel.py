@@ -14,10 +14,14 @@ hardware, number of processes, DDP / FSDP / DeepSpeed and mixed precision.  This
 * settles the precision (``train.precision`` vs the launch's mixed precision, ``auto`` measured on
   this hardware: :mod:`pipeline.train.precision`), prints it once and keeps it on the Accelerator
   (:func:`precision_of`) for the run's ``summary.json``.
+* says what the prepared model really is (:func:`backend_report`): printed at the start of a run,
+  and written per process as JSON when ``PIPELINE_TEST_BACKEND_REPORT`` names a directory (the
+  distributed tests assert on it, so FSDP or ZeRO silently degrading to DDP fails them).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -35,6 +39,7 @@ from pipeline.train.precision import PrecisionChoice, choose_precision
 CPU_FSDP_ENV = "PIPELINE_CPU_FSDP"
 # (hidden, feed-forward width) the precision probe uses when the caller does not name the model's
 DEFAULT_MATMUL_DIMS = (256, 1024)
+REPORT_ENV = "PIPELINE_TEST_BACKEND_REPORT"  # tests only: a directory for rank<k>.json backend reports
 
 
 def _cpu_state() -> PartialState:
@@ -169,3 +174,53 @@ def check_prepared(accelerator: Accelerator, cfg: TrainConfig) -> None:
             f"the launch config sets gradient_accumulation_steps={accelerator.gradient_accumulation_steps} but "
             f"train.grad_accum={cfg.grad_accum}: set it to 'auto' (or the same value) in the DeepSpeed config"
         )
+
+
+def backend_report(accelerator: Accelerator, model: torch.nn.Module) -> dict:
+    """How this process holds the prepared model: the distributed type, the wrapper class, and per
+    parameter its full and local sizes - an FSDP2 DTensor's placements and local shard, a ZeRO-3
+    partition (``ds_tensor``); ZeRO-1/2 also the size of this process's optimizer partition."""
+    params = {}
+    for name, p in model.named_parameters():
+        entry = {"shape": list(p.shape), "local_numel": p.numel()}
+        if hasattr(p, "placements"):  # torch.distributed.tensor.DTensor
+            entry |= {"placements": [str(x) for x in p.placements], "local_numel": p.to_local().numel()}
+        if hasattr(p, "ds_tensor"):  # ZeRO-3: p itself is an empty placeholder between gathers
+            entry |= {"shape": list(p.ds_shape), "local_numel": p.ds_tensor.numel()}
+        params[name] = entry
+    report = {
+        "distributed_type": str(accelerator.distributed_type.value),
+        "processes": accelerator.num_processes,
+        "rank": accelerator.process_index,
+        "wrapper": type(model).__name__,
+        "params": params,
+    }
+    if hasattr(model, "zero_optimization_stage"):  # a DeepSpeed engine
+        report["zero_stage"] = int(model.zero_optimization_stage())
+        flat = getattr(model.optimizer, "single_partition_of_fp32_groups", None)  # ZeRO-1/2
+        if flat is not None:
+            report["optimizer_partition_numel"] = sum(t.numel() for t in flat)
+    return report
+
+
+def announce_backend(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """One line saying how the model is distributed (and the test report, if asked for)."""
+    report = backend_report(accelerator, model)
+    full = sum(_numel(p["shape"]) for p in report["params"].values())
+    local = sum(p["local_numel"] for p in report["params"].values())
+    kind = f"ZeRO-{report['zero_stage']}" if "zero_stage" in report else report["distributed_type"]
+    console.info(
+        f"backend: {kind} ({report['wrapper']}), {report['processes']} process(es); "
+        f"this process holds {local / max(full, 1):.0%} of the parameters"
+    )
+    if os.environ.get(REPORT_ENV):
+        out = Path(os.environ[REPORT_ENV])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"rank{report['rank']}.json").write_text(json.dumps(report, indent=1))
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for size in shape:
+        n *= size
+    return n

@@ -11,20 +11,27 @@ Atomicity: every process writes into ``step_<N>.partial/``; after a barrier the 
 ``step_<N>`` is therefore complete by construction, and a kill at any moment leaves at worst a
 ``.partial`` directory, which is ignored and cleaned up by the next save.  On resume a checkpoint
 whose files do not match the recorded sizes is reported by name and skipped for the previous one.
+
+Resuming (:func:`resume_from`) never starts over silently: when checkpoints exist and none of them
+loads, the run stops with an error naming each one and why.  Loading goes through
+:func:`pipeline.train.elastic.load_checkpoint`, which reshards a checkpoint written by another
+number of processes (or by FSDP for a run without it, and back).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
-
-import torch
 
 from pipeline import console
 from pipeline.errors import PipelineError
 from pipeline.io import fsync_dir, replace_dir, write_json
+from pipeline.train.reductions import failed_anywhere
 from pipeline.train.state import TrainerState
 
 STATE_FILE = "trainer_state.json"
@@ -88,28 +95,26 @@ class CheckpointManager:
         return next(self.complete(), None)
 
     def save(self, accelerator, state: TrainerState) -> Path:
-        """Checkpoint at ``state.step``.  Collective: every process must call it. Returns the final path."""
-        step = state.step
-        final = self.root / f"step_{step}"
-        partial = self.root / f"step_{step}.partial"
-        if accelerator.is_main_process:
-            self.root.mkdir(parents=True, exist_ok=True)
-            for stale in self.root.glob("*.partial"):  # left by a killed run
-                shutil.rmtree(stale, ignore_errors=True)
-            if final.exists():  # re-saving the same step (e.g. after a stop signal): replace it
-                shutil.rmtree(final)
-        accelerator.wait_for_everyone()
-        try:
-            accelerator.save_state(str(partial))
-        except OSError as e:  # disk full, quota, permissions: step_<N> is never created
-            previous = self.latest_complete()
-            kept = (
-                f"the previous checkpoint {previous[0]} is intact"
-                if previous
-                else "no earlier checkpoint exists"
-            )
-            raise PipelineError(f"could not write checkpoint {partial}: {e.strerror or e}; {kept}") from None
-        accelerator.wait_for_everyone()
+        """Checkpoint at ``state.step``.  Collective: every process must call it. Returns the final path.
+
+        A failure to write on any process (disk full, quota, permissions, a writer's own error)
+        becomes one error on every process naming the checkpoint; ``step_<N>`` is then never
+        created and the previous checkpoint is untouched."""
+        final = self.root / f"step_{state.step}"
+        partial = self.root / f"step_{state.step}.partial"
+        main = accelerator.is_main_process
+        self._agreed(accelerator, partial, lambda: main and self._clear_for(state.step, partial, final))
+        self._agreed(accelerator, partial, lambda: self._write(accelerator, state, partial))
+        self._agreed(accelerator, partial, lambda: self._publish(accelerator, state, partial, final))
+        return final
+
+    def _write(self, accelerator, state: TrainerState, partial: Path) -> None:
+        _test_pause(state.step, "begin", partial)
+        accelerator.save_state(str(partial))
+
+    def _publish(self, accelerator, state: TrainerState, partial: Path, final: Path) -> None:
+        """The main process records the files' sizes, then renames ``.partial`` to ``step_<N>``."""
+        _test_pause(state.step, "written", partial)
         if accelerator.is_main_process:
             record = {**state.state_dict(), "files": _file_sizes(partial)}
             write_json(partial / STATE_FILE, record, fsync=True)
@@ -117,49 +122,129 @@ class CheckpointManager:
             partial.rename(final)
             fsync_dir(self.root)
             self._rotate()
-        accelerator.wait_for_everyone()
-        return final
+
+    def _agreed(self, accelerator, partial: Path, job: Callable[[], object]) -> None:
+        """Run one phase of the save on every process; a failure anywhere stops all of them with
+        the same error (the agreement is also the phase's barrier)."""
+        error = None
+        try:
+            job()
+        except Exception as e:  # noqa: BLE001 - torch.save / safetensors report a full disk as their own errors
+            error = e
+        if failed_anywhere(accelerator, error):
+            previous = self.latest_complete()
+            kept = (
+                f"the previous checkpoint {previous[0]} is intact"
+                if previous
+                else "no earlier checkpoint exists"
+            )
+            reason = (
+                (error.strerror if isinstance(error, OSError) else None)
+                or error
+                or "failed on another process"
+            )
+            raise PipelineError(f"could not write checkpoint {partial}: {reason}; {kept}") from None
+
+    def _clear_for(self, step: int, partial: Path, final: Path) -> None:
+        """Make room for ``step_<step>`` and create its empty ``.partial``.  Leftovers of killed saves
+        go, and so do checkpoints of a later step than this run's: they belong to a run this one did
+        not resume (train.resume=never, or an explicit older checkpoint), and left in place they
+        would be what resume=auto picks."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob("*.partial"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        for other, path in self.step_dirs():
+            if other > step:
+                console.info(
+                    f"removing {path}: a checkpoint of a run this one did not resume (now at step {step})"
+                )
+                _retire(path)
+        if final.exists():  # re-saving the same step (e.g. after a stop signal): replace it
+            shutil.rmtree(final)
+        partial.mkdir()
 
     def _rotate(self) -> None:
         dirs = self.step_dirs()
         for _, path in dirs[: max(len(dirs) - self.keep, 0)]:
-            # rename first so a kill mid-delete never leaves a step_<N> that looks complete
-            doomed = path.with_name(path.name + ".deleting.partial")
-            path.rename(doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
+            _retire(path)
 
 
-def resume_candidates(resume: str, manager: CheckpointManager):
-    """``train.resume``: 'auto' (complete checkpoints, newest first; none = start fresh), 'never',
-    or an explicit checkpoint path (which must be complete)."""
+def _retire(path: Path) -> None:
+    # rename first so a kill mid-delete never leaves a step_<N> that looks complete
+    doomed = path.with_name(path.name + ".deleting.partial")
+    path.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+PAUSE_ENV = "PIPELINE_TEST_PAUSE_CHECKPOINT"  # tests only: "STEP:PHASE:DIR" (see _test_pause)
+
+
+def _test_pause(step: int, phase: str, partial: Path) -> None:
+    """Test-only hook: hold the save of step ``STEP`` at ``PHASE`` ('begin': ``step_N.partial``
+    exists, empty; 'written': its files are written, ``trainer_state.json`` and the rename are not)
+    by writing ``DIR/paused`` and waiting for ``DIR/release`` - so a test can kill the process
+    or fill the disk at a known point instead of a lucky moment."""
+    spec = os.environ.get(PAUSE_ENV, "")
+    if not spec or spec.split(":", 2)[:2] != [str(step), phase]:
+        return
+    flags = Path(spec.split(":", 2)[2])
+    flags.mkdir(parents=True, exist_ok=True)
+    (flags / "paused").write_text(str(partial))
+    deadline = time.monotonic() + 600
+    while not (flags / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def resume_from(
+    accelerator, resume: str, manager: CheckpointManager, load: Callable[[Path], None]
+) -> tuple[Path, dict] | None:
+    """Collective: load the checkpoint ``train.resume`` names and return ``(path, trainer state)``,
+    or None for a fresh start.
+
+    'never': fresh.  A path: that checkpoint, or an error.  'auto': the newest checkpoint that is
+    complete and loads on every process, falling back to older ones; if checkpoints exist and none
+    loads, an error naming each - never a silent fresh start over them (its own checkpoints would
+    be rotated away by theirs, and it would replace theirs)."""
     if resume == "never":
-        return
-    if resume == "auto":
-        yield from manager.complete()
-        return
-    path = Path(resume)
-    if not path.is_dir():
-        raise PipelineError(f"train.resume: checkpoint directory {path} does not exist")
-    yield path, check_checkpoint(path)
-
-
-def load_first_loadable(accelerator, candidates) -> tuple[Path, dict] | None:
-    """Load the first candidate whose state loads on every process; a checkpoint whose files are
-    intact in size but unreadable (bit rot, a foreign file) is reported by name and skipped."""
-    for path, state in candidates:
-        error = None
+        return None
+    explicit = resume != "auto"
+    if explicit and not Path(resume).is_dir():
+        raise PipelineError(f"train.resume: checkpoint directory {resume} does not exist")
+    paths = [Path(resume)] if explicit else [path for _, path in reversed(manager.step_dirs())]
+    failures = []
+    for path in paths:
         try:
-            accelerator.load_state(str(path))
-        except Exception as e:  # noqa: BLE001 - any failure to read a checkpoint means "try the previous one"
-            error = e
-        failed = accelerator.reduce(torch.tensor(float(error is not None), device=accelerator.device), "sum")
-        if float(failed) == 0:
-            return path, state
-        console.warn(
-            f"checkpoint {path} could not be loaded ({error or 'on another process'}); "
-            "falling back to the previous checkpoint"
+            return path, _load_everywhere(accelerator, load, path)
+        except PipelineError as e:
+            failures.append(str(e))
+            if not explicit:
+                console.warn(f"{e}; falling back to the previous checkpoint")
+    if explicit:
+        raise PipelineError(f"train.resume={resume}: the checkpoint could not be loaded ({failures[0]})")
+    if failures:
+        raise PipelineError(
+            f"train.resume=auto: none of the {len(failures)} checkpoint(s) in {manager.root} could be loaded "
+            f"({'; '.join(failures)}). Not starting over on top of them: to start over on purpose set "
+            "train.resume=never (this run's checkpoints then replace them) or use a new output_dir"
         )
     return None
+
+
+def _load_everywhere(accelerator, load: Callable[[Path], None], path: Path) -> dict:
+    """Check and load ``path`` on every process and return its trainer state; if either fails on
+    any process, raise on all (with this process's reason), so they move on together."""
+    error, state = None, {}
+    try:
+        state = check_checkpoint(path)
+        load(path)
+    except Exception as e:  # noqa: BLE001 - any failure to read a checkpoint means "try the previous one"
+        error = e
+    if not failed_anywhere(accelerator, error):
+        return state
+    if isinstance(error, PipelineError) and str(error).startswith(f"checkpoint {path}"):
+        raise error
+    reason = f"{type(error).__name__}: {error}" if error else "it failed on another process"
+    raise PipelineError(f"checkpoint {path} could not be loaded ({reason})")
 
 
 def _drop_tied_copies(hf_model, weights: dict) -> dict:

@@ -29,10 +29,11 @@ import torch
 from pipeline import console
 from pipeline.errors import PipelineError
 from pipeline.io import replace_dir
-from pipeline.train.accel import check_prepared, clip_grad_norm
+from pipeline.train.accel import announce_backend, check_prepared, clip_grad_norm
 from pipeline.train.batches import micro_batch_stream
-from pipeline.train.checkpoint import CheckpointManager, load_first_loadable, resume_candidates
+from pipeline.train.checkpoint import CheckpointManager, resume_from
 from pipeline.train.config import TrainConfig
+from pipeline.train.elastic import load_checkpoint
 from pipeline.train.optim import build_optimizer, lr_schedule, set_lr
 from pipeline.train.reductions import RunningSums, global_loss_scale
 from pipeline.train.signals import StopSignal
@@ -73,6 +74,7 @@ class _Trainer:
         optimizer = hooks.optimizer(model, train)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         check_prepared(accelerator, train)
+        announce_backend(accelerator, self.model)
         self.lr_at = lr_schedule(train, train.max_steps)
         self.ckpts = hooks.checkpoints(self.out / "checkpoints", train.keep_checkpoints)
         self.state = TrainerState(epoch_of=task.epoch_of)
@@ -89,10 +91,13 @@ class _Trainer:
         self.last_saved = self.last_eval = -1
 
     def _resume(self) -> None:
-        found = load_first_loadable(self.acc, resume_candidates(self.cfg.resume, self.ckpts))
+        found = resume_from(
+            self.acc,
+            self.cfg.resume,
+            self.ckpts,
+            lambda p: load_checkpoint(self.acc, self.model, self.optimizer, p),
+        )
         if found is None:
-            if self.cfg.resume not in ("auto", "never"):
-                raise PipelineError(f"train.resume={self.cfg.resume}: the checkpoint could not be loaded")
             return
         path, saved = found
         self.state.load_state_dict(saved)

@@ -4,7 +4,9 @@
 one all-reduce of the step's loss-target count (masked tokens, labelled examples or tokens) over
 every micro-batch and process, turned into the factor that makes the accumulated, data-parallel
 gradient equal the gradient of (sum of losses) / (global target count).  It also carries the stop
-flag of SIGTERM/SIGUSR1 so every process stops at the same step.
+flag of SIGTERM/SIGUSR1 so every process stops at the same step.  ``failed_anywhere`` lets every
+process learn that a step of a collective job (loading or writing a checkpoint) failed on one of
+them, so they give up together instead of waiting for each other forever.
 """
 
 from __future__ import annotations
@@ -62,3 +64,9 @@ def global_loss_scale(accelerator, micro_batches: list[dict], stop: StopSignal, 
     total = accelerator.reduce(flags, reduction="sum")
     scale = (accelerator.num_processes * grad_accum) / total[0].clamp(min=1.0)
     return scale.float(), total[1]
+
+
+def failed_anywhere(accelerator, error: BaseException | None) -> bool:
+    """Collective: whether ``error`` is set on any process."""
+    flag = torch.tensor(float(error is not None), device=accelerator.device)
+    return float(accelerator.reduce(flag, reduction="sum")) > 0

@@ -1,19 +1,22 @@
 """`pipeline pretrain` under DDP, FSDP2, DeepSpeed ZeRO-2 and ZeRO-3 with 2 CPU processes, launched
 with the shipped launch configs, against single-process runs with the same global batch.
 
-For each backend (runs shared by the tests through module-scoped fixtures), 2 processes each
+For each backend (runs shared through the session fixtures in ``conftest.py``), 2 processes each
 taking micro-batches of 1 sequence with grad_accum 2 (so data parallelism AND each backend's own
 accumulation path - DDP/FSDP no_sync, DeepSpeed's accumulation boundary - are exercised):
+  (0) the backend is what the launch config asks for, as each process saw it after ``prepare``
+      (DDP replicas; FSDP2 DTensors sharded in halves; a DeepSpeed engine with the ZeRO stage, its
+      optimizer state / parameters partitioned) and as the checkpoint's files show - so a backend
+      that silently degrades to DDP fails here, not only in memory use;
   (a) the per-step train loss, gradient norm and LR over 8 steps equal the single-process runs
       with the same global batch of 4 - 1 process x batch 4, and 1 process x batch 2 x grad_accum 2
       - within a relative LOSS_RTOL (fp32: only the order of floating-point reductions differs);
-  (b) stopping after 4 steps (checkpoint + exit) and resuming to 8 gives bit-identical per-step
-      losses, gradient norms and final weights to the uninterrupted 2-process run (every backend
-      allows it on CPU in fp32);
+  (b) stopping after 4 steps (checkpoint + exit) and resuming to 8 resumes from step 4 (its log
+      line, summary.json's steps_this_run, no checkpoint skipped) and gives bit-identical per-step
+      losses, gradient norms and final weights to the uninterrupted 2-process run;
   (c) ``final/`` loads with AutoModelForMaskedLM alone (the same weight names as a single-process
       export, none missing: gathered from the shards), gives the single-process model's logits
       within LOGITS_ATOL, and fill-mask runs.
-Takes ~5 minutes on 2 cores (14 short runs, mostly interpreter start-up and imports).
 """
 
 from __future__ import annotations
@@ -23,57 +26,87 @@ import math
 import pytest
 import torch
 
+from tests.distributed.conftest import STEPS
 from tests.helpers.distributed import (
-    BACKENDS,
-    STOPPED,
-    build_shards,
+    assert_resumed,
+    backend_reports,
     final_logits,
     final_weights,
-    run_launched,
-    run_single,
     train_records,
 )
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
-STEPS = 8
-LAUNCHED = {"batch_size": 1, "grad_accum": 2}  # x 2 processes = global batch 4
 LOSS_RTOL = 1e-5  # observed <= 2e-7 (loss), 6e-7 (grad norm): fp32 rounding of reordered sums
 LOGITS_ATOL = 1e-5  # observed <= 4e-7 (real-vocab logits are O(1-10))
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("distributed")
+def _numel(shape: list[int]) -> int:
+    return math.prod(shape)
 
 
-@pytest.fixture(scope="module")
-def shards(workdir):
-    return build_shards(workdir)
+def _files(checkpoint) -> set[str]:
+    return {str(p.relative_to(checkpoint)) for p in checkpoint.rglob("*") if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def single(shards, workdir):
-    """The references: one process, global batch 4 as one batch and as 2 accumulated micro-batches."""
-    return {
-        "batch": run_single(shards, workdir / "single-b4", batch_size=4),
-        "accum": run_single(shards, workdir / "single-b2x2", batch_size=2, grad_accum=2),
-    }
+def _ddp(reports, checkpoint) -> None:
+    for report in reports:
+        assert report["wrapper"] == "DistributedDataParallel", report["wrapper"]
+        for name, p in report["params"].items():
+            assert "placements" not in p and p["local_numel"] == _numel(p["shape"]), name  # full replicas
+    assert {"model.safetensors", "optimizer.bin"} <= _files(checkpoint)
 
 
-@pytest.fixture(scope="module", params=sorted(BACKENDS))
-def launched(request, shards, workdir):
-    """2 processes: uninterrupted, and stopped after STEPS/2 then resumed."""
-    backend = BACKENDS[request.param]
-    if backend.requires:
-        pytest.importorskip(backend.requires, reason=f"{backend.name} needs `pip install {backend.requires}`")
-    full = run_launched(backend, shards, workdir / f"{backend.name}-full", **LAUNCHED)
-    split = workdir / f"{backend.name}-resumed"
-    run_launched(backend, shards, split, expect=STOPPED, stop_after=STEPS // 2, **LAUNCHED)
-    stopped_at = sorted(p.name for p in (split / "checkpoints").iterdir())
-    assert not (split / "final").exists() and stopped_at == ["step_4"], stopped_at
-    run_launched(backend, shards, split, **LAUNCHED)
-    return {"name": backend.name, "full": full, "resumed": split}
+def _fsdp2(reports, checkpoint) -> None:
+    assert all(r["distributed_type"] == "FSDP" and r["wrapper"].startswith("FSDP") for r in reports), reports[
+        0
+    ]
+    for name, p in reports[0]["params"].items():
+        local = [r["params"][name]["local_numel"] for r in reports]
+        assert all(r["params"][name].get("placements") == ["S(0)"] for r in reports), (
+            name
+        )  # DTensor, dim-0 shards
+        rows = p["shape"][0]
+        assert sum(local) == _numel(p["shape"]), (name, local)  # the two shards partition the parameter
+        assert max(local) == math.ceil(rows / 2) * (_numel(p["shape"]) // rows), (name, local)  # half each
+    files = _files(checkpoint)
+    assert {"pytorch_model_fsdp_0/__0_0.distcp", "pytorch_model_fsdp_0/__1_0.distcp"} <= files, files
+    assert {"optimizer_0/__0_0.distcp", "optimizer_0/__1_0.distcp"} <= files, files
+    assert "model.safetensors" not in files and "optimizer.bin" not in files
+
+
+def _zero(stage: int):
+    def check(reports, checkpoint) -> None:
+        assert all(r["wrapper"] == "DeepSpeedEngine" and r["zero_stage"] == stage for r in reports), reports[
+            0
+        ]
+        params = reports[0]["params"]
+        total = sum(_numel(p["shape"]) for p in params.values())
+        if stage == 2:  # parameters replicated, fp32 master weights + Adam state in halves
+            assert all(p["local_numel"] == _numel(p["shape"]) for p in params.values())
+            parts = [r["optimizer_partition_numel"] for r in reports]
+            assert sum(parts) >= total and max(parts) <= 0.51 * total, (parts, total)
+        else:  # every parameter partitioned: each process holds half of it
+            for name, p in params.items():
+                local = [r["params"][name]["local_numel"] for r in reports]
+                assert max(local) == math.ceil(_numel(p["shape"]) / 2) and sum(local) >= _numel(p["shape"]), (
+                    name
+                )
+        files = _files(checkpoint)
+        kind = "model" if stage == 3 else "optim"
+        assert {f"pytorch_model/zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt" for r in (0, 1)} <= files, files
+        assert {f"pytorch_model/zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= files, files
+
+    return check
+
+
+EXPECTED_BACKEND = {"ddp": _ddp, "fsdp2": _fsdp2, "zero2": _zero(2), "zero3": _zero(3)}
+
+
+def test_backend_is_what_the_launch_config_asks_for(launched):
+    reports = backend_reports(launched["full"])
+    assert [r["rank"] for r in reports] == [0, 1] and all(r["processes"] == 2 for r in reports)
+    EXPECTED_BACKEND[launched["name"]](reports, launched["full"] / "checkpoints" / f"step_{STEPS // 2}")
 
 
 def _probe_ids(shards) -> torch.Tensor:
@@ -94,8 +127,8 @@ def test_single_process_references_agree(single):
 def test_loss_curve_matches_single_process(launched, single):
     runs = train_records(launched["full"])
     assert sorted(runs) == list(range(1, STEPS + 1))
-    for ref_name, ref_dir in single.items():
-        reference = train_records(ref_dir)
+    for ref_name in ("batch", "accum"):
+        reference = train_records(single[ref_name])
         for step, record in runs.items():
             ref = reference[step]
             assert record["train/lr"] == ref["train/lr"], (launched["name"], ref_name, step)
@@ -106,6 +139,7 @@ def test_loss_curve_matches_single_process(launched, single):
 
 
 def test_resume_is_bit_identical(launched):
+    assert_resumed(launched["resumed"], STEPS // 2, STEPS)
     full, resumed = train_records(launched["full"]), train_records(launched["resumed"])
     assert sorted(resumed) == sorted(full)
     for step in full:

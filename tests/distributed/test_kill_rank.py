@@ -1,5 +1,6 @@
 """Kill one rank of a 2-process DDP run with SIGKILL: the whole job must die (no hung survivor),
-and `resume=auto` must finish with weights bit-identical to an uninterrupted 2-process run."""
+and `resume=auto` must resume from the newest checkpoint (not start over) and finish with weights
+bit-identical to an uninterrupted 2-process run."""
 
 from __future__ import annotations
 
@@ -64,8 +65,11 @@ def test_kill_one_rank_then_resume(tmp_path):
     out = tmp_path / "killed"
     assert _launch_and_kill_one_rank(shards, out, tmp_path / "killed.log") != 0
     assert not (out / "final").exists()
-    assert list((out / "checkpoints").glob("step_*")), "no checkpoint was complete before the kill"
+    complete = [int(p.name[5:]) for p in (out / "checkpoints").glob("step_*") if p.name[5:].isdigit()]
+    assert complete, "no checkpoint was complete before the kill"
+    survived = max(complete)
     h.run_launched(h.BACKENDS["ddp"], shards, out, **STEPS)
+    h.assert_resumed(out, survived, STEPS["max_steps"])  # step > 0: not a silent restart
     expected, got = h.final_weights(reference), h.final_weights(out)
     assert expected.keys() == got.keys()
     for key in expected:

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from pipeline.cli import main
-from tests.helpers.finetune import WORDS, finetune, results, sentence, write_sentiment
+from tests.helpers.finetune import (
+    finetune,
+    hf_logits,
+    read_table,
+    results,
+    sentence,
+    write_conll,
+    write_sentiment,
+)
 from tests.helpers.loop import reset_accelerate
 
 
@@ -36,8 +49,18 @@ def test_classification_learns_and_writes_outputs(tiny_pretrained, tmp_path):
     )
     res = results(out)
     assert res["eval/accuracy"] > 0.9 and {"eval/f1", "eval/f1_macro", "eval/mcc", "eval/loss"} <= res.keys()
+    # the exported model, run by transformers alone, reproduces the reported metrics and predictions
+    (texts,), labels = read_table(dev)
+    gold, predicted = [int(y) for y in labels], hf_logits(out / "final", [texts]).argmax(-1)
+    assert res["eval/accuracy"] == pytest.approx(accuracy_score(gold, predicted), abs=1e-9)
+    assert res["eval/f1"] == pytest.approx(f1_score(gold, predicted), abs=1e-9)
+    assert res["eval/mcc"] == pytest.approx(matthews_corrcoef(gold, predicted), abs=1e-9)
     lines = (out / "predictions.tsv").read_text().splitlines()
     assert lines[0] == "index\ttext\ttext_pair\tprediction" and len(lines) == 21
+    (test_texts,), _ = read_table(test)
+    expected = [str(y) for y in hf_logits(out / "final", [test_texts]).argmax(-1)]
+    assert [line.split("\t")[1] for line in lines[1:]] == test_texts
+    assert [line.split("\t")[-1] for line in lines[1:]] == expected
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(out / "final")
@@ -72,6 +95,7 @@ def test_pairs_regression_and_from_scratch(tiny_pretrained, tmp_path):
     )
     res = results(out)
     assert {"eval/pearson", "eval/spearman", "eval/mse"} <= res.keys() and res["eval/pearson"] > 0.5
+    _assert_regression_metrics_reproduced(out, data)
 
     scratch = tmp_path / "scratch"
     assert (
@@ -89,38 +113,16 @@ def test_pairs_regression_and_from_scratch(tiny_pretrained, tmp_path):
         )
         == 0
     )
-    assert (scratch / "final" / "model.safetensors").is_file()
+    _assert_regression_metrics_reproduced(scratch, data)
 
 
-def write_conll(path: Path, scheme: str, n: int = 120, seed: int = 0) -> Path:
-    """Sentences with PER ('alice bob') and LOC ('paris') entities, adjacent same-type spans included."""
-    rng = random.Random(seed)
-    lines = ["-DOCSTART- -X- O O", ""]
-    for _ in range(n):
-        tokens = []
-        for _ in range(rng.randint(3, 8)):
-            r = rng.random()
-            if r < 0.2:
-                tokens.append([("alice", "PER"), ("bob", "PER")])
-            elif r < 0.3:
-                tokens.append([("paris", "LOC")])
-            else:
-                tokens.append([(rng.choice(WORDS), "O")])
-        previous = "O"
-        for entity in tokens:
-            kind = entity[0][1]
-            for i, (word, _) in enumerate(entity):
-                if kind == "O":
-                    tag = "O"
-                elif i == 0 and (scheme == "iob2" or previous == kind):
-                    tag = f"B-{kind}"
-                else:
-                    tag = f"I-{kind}"
-                lines.append(f"{word} NN O {tag}")
-            previous = kind
-        lines.append("")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def _assert_regression_metrics_reproduced(out: Path, data: Path) -> None:
+    """The exported regressor, run by transformers alone, gives the run's reported MSE / Pearson."""
+    (a, b), labels = read_table(data, ("a", "b"), "score")
+    predicted, gold = hf_logits(out / "final", [a, b])[:, 0], np.array([float(y) for y in labels])
+    res = results(out)
+    assert res["eval/mse"] == pytest.approx(float(np.mean((predicted - gold) ** 2)), rel=1e-4)
+    assert res["eval/pearson"] == pytest.approx(stats.pearsonr(predicted, gold).statistic, abs=1e-4)
 
 
 def test_ner_iob1_and_iob2_train_identically(tiny_pretrained, tmp_path):
@@ -179,6 +181,7 @@ def test_resume_gives_identical_weights(tiny_pretrained, tmp_path):
         assert finetune(a, *args) == 0
         assert finetune(b, *args, "train.stop_after=4") == 75
         assert finetune(b, *args) == 0
+        assert json.loads((b / "summary.json").read_text())["steps_this_run"] == 4  # resumed, not restarted
         wa, wb = (load_file(run / "final" / "model.safetensors") for run in (a, b))
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
         weights[grouped] = wa
@@ -246,8 +249,16 @@ def test_glue_configs_run(task, shared_data, tiny_pretrained, tmp_path):
         == 0
     )
     res = results(tmp_path)
-    assert res[cfg["train"]["metric_for_best"]] is not None
-    assert (tmp_path / "predictions.tsv").is_file()
+    assert 0.0 < res["eval/loss"] < 5.0 and math.isfinite(res[cfg["train"]["metric_for_best"]])
+    # one prediction per test example, in file order, each a label seen in training
+    test_file = Path(paths[2].split("=", 1)[1])
+    with open(test_file, encoding="utf-8") as f:
+        ids = [row[0] for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)][1:]
+    predictions = [line.split("\t") for line in (tmp_path / "predictions.tsv").read_text().splitlines()[1:]]
+    assert [row[0] for row in predictions] == ids
+    assert {row[-1] for row in predictions} <= set(
+        json.loads((tmp_path / "final" / "config.json").read_text())["label2id"]
+    )
 
 
 def test_finetune_dropout_is_set_on_the_pretrained_model(tiny_pretrained):

@@ -3,9 +3,11 @@ pretrain` runs launched as subprocesses - single process, or `accelerate launch 
 with one of the shipped launch configs (launch/accelerate/*.yaml) - plus readers for what the runs
 leave behind.
 
-The launch configs are used as users use them, with ``--num_processes 2 --mixed_precision no``
+The launch configs are used as users use them, with ``--num_processes N --mixed_precision no``
 on the command line (CPU, fp32).  What CPU needs on top is environment only: ``DS_ACCELERATOR=cpu``
-for DeepSpeed and ``PIPELINE_CPU_FSDP=1`` for FSDP (see ``pipeline/train/accel.py``).
+for DeepSpeed and ``PIPELINE_CPU_FSDP=1`` for FSDP (see ``pipeline/train/accel.py``).  Every launched
+run also writes what each process really trained with (``PIPELINE_TEST_BACKEND_REPORT``, read by
+:func:`backend_reports`).  Warnings are not silenced: a skipped checkpoint shows in the run's log.
 """
 
 from __future__ import annotations
@@ -124,7 +126,6 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
             "OMP_NUM_THREADS": "1",  # 2 cores, 2 processes; also keeps single/multi-process numerics close
             "TOKENIZERS_PARALLELISM": "false",
             "HF_HUB_OFFLINE": "1",
-            "PYTHONWARNINGS": "ignore",
         }
     )
     env.update(extra)
@@ -162,14 +163,22 @@ def _tail(log: Path, lines: int = 60) -> str:
 
 
 def run_stage(args: list[str], log: Path) -> None:
+    """`pipeline <args>` in one plain process."""
     _run([sys.executable, "-m", "pipeline", *args], log, _env({}))
 
 
-def run_single(shards: Path, output_dir: Path, **train) -> Path:
+def run_launched_stage(backend: Backend, stage_args: list[str], log: Path, processes: int = 2) -> None:
+    """Any stage under `accelerate launch` (to completion)."""
+    _run(launch_stage_cmd(backend, stage_args, processes), log, _env(backend.env))
+
+
+def run_single(shards: Path, output_dir: Path, expect: int | str = 0, **train) -> Path:
+    """`pipeline pretrain` in one plain process (no launcher)."""
     _run(
         [sys.executable, "-m", "pipeline", "pretrain", *pretrain_overrides(shards, output_dir, **train)],
-        output_dir.with_suffix(".log"),
+        run_log(output_dir, stopped=bool(expect)),
         _env({}),
+        expect=75 if expect == STOPPED else expect,
     )
     return output_dir
 
@@ -180,22 +189,62 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_cmd(backend: Backend, shards: Path, output_dir: Path, **train) -> list[str]:
-    """`accelerate launch --config_file <backend's yaml> --num_processes 2 -m pipeline pretrain ...`"""
+def launch_cmd(backend: Backend, shards: Path, output_dir: Path, processes: int = 2, **train) -> list[str]:
+    """`accelerate launch --config_file <backend's yaml> --num_processes N -m pipeline pretrain ...`"""
+    return launch_stage_cmd(
+        backend, ["pretrain", *pretrain_overrides(shards, output_dir, **train)], processes
+    )
+
+
+def launch_stage_cmd(backend: Backend, stage_args: list[str], processes: int = 2) -> list[str]:
+    """`accelerate launch --config_file <backend's yaml> --num_processes N -m pipeline <stage_args>`"""
     return [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(LAUNCH_CONFIGS / backend.config_file),
-        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
         "--main_process_port", str(_free_port()),
-        "-m", "pipeline", "pretrain", *pretrain_overrides(shards, output_dir, **train),
+        "-m", "pipeline", *stage_args,
     ]  # fmt: skip
 
 
-def run_launched(backend: Backend, shards: Path, output_dir: Path, expect: int | str = 0, **train) -> Path:
+def run_log(output_dir: Path, stopped: bool = False) -> Path:
+    """The log of the last :func:`run_launched` / :func:`run_single` call on ``output_dir``."""
+    return output_dir.with_name(output_dir.name + f".{'stopped' if stopped else 'run'}.log")
+
+
+def report_dir(output_dir: Path) -> Path:
+    return output_dir.with_name(output_dir.name + ".backend")
+
+
+def run_launched(
+    backend: Backend, shards: Path, output_dir: Path, expect: int | str = 0, processes: int = 2, **train
+) -> Path:
     """Run :func:`launch_cmd` to completion (or to a checkpointed stop with ``expect=STOPPED``)."""
-    log = output_dir.with_name(output_dir.name + f".{'stopped' if expect else 'run'}.log")
-    _run(launch_cmd(backend, shards, output_dir, **train), log, _env(backend.env), expect=expect)
+    env = _env({**backend.env, "PIPELINE_TEST_BACKEND_REPORT": str(report_dir(output_dir))})
+    cmd = launch_cmd(backend, shards, output_dir, processes, **train)
+    _run(cmd, run_log(output_dir, stopped=bool(expect)), env, expect=expect)
     return output_dir
+
+
+def backend_reports(output_dir: Path) -> list[dict]:
+    """What each process of the last launched run held (``pipeline.train.accel.backend_report``)."""
+    files = sorted(report_dir(output_dir).glob("rank*.json"))
+    return [json.loads(f.read_text()) for f in files]
+
+
+def summary(output_dir: Path) -> dict:
+    return json.loads((output_dir / "summary.json").read_text())
+
+
+def assert_resumed(output_dir: Path, step: int, total: int, log: Path | None = None) -> None:
+    """The last run in ``output_dir`` loaded ``checkpoints/step_<step>`` and trained only the rest:
+    summary.json's ``steps_this_run``, the loop's log line, and no checkpoint skipped on the way."""
+    text = (log or run_log(output_dir)).read_text(encoding="utf-8", errors="replace")
+    assert summary(output_dir)["steps_this_run"] == total - step, summary(output_dir)
+    assert f"resumed from {output_dir / 'checkpoints' / f'step_{step}'} at step {step}" in text, _tail(
+        log or run_log(output_dir)
+    )
+    assert "falling back to the previous checkpoint" not in text, _tail(log or run_log(output_dir))
 
 
 def train_records(output_dir: Path) -> dict[int, dict]:

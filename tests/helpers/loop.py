@@ -20,7 +20,8 @@ from pipeline.train import GlobalBatchPlan, TrainConfig, TrainTask, fit, make_ac
 
 
 class ToyModel(torch.nn.Module):
-    """y = MLP(x) with dropout (exercises RNG restore); returns the summed squared error."""
+    """y = MLP(x) with dropout (exercises RNG restore); returns the squared error summed over the
+    loss targets (a sample counts ``weight`` times)."""
 
     def __init__(self):
         super().__init__()
@@ -33,6 +34,9 @@ class ToyModel(torch.nn.Module):
 
 DATA_X = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
 DATA_Y = (DATA_X @ np.arange(8, dtype=np.float32) / 8).astype(np.float32)
+# loss targets per sample (1-4, like masked tokens per sequence): micro-batches of the same size
+# carry different target counts, so normalising by anything but the global count shows
+DATA_TARGETS = np.random.default_rng(1).integers(1, 5, size=64).astype(np.float32)
 
 
 def reset_accelerate():
@@ -58,14 +62,14 @@ def toy_task(cfg: TrainConfig, accelerator) -> TrainTask:
         return {
             "x": torch.from_numpy(DATA_X[idx]),
             "y": torch.from_numpy(DATA_Y[idx]),
-            "weight": torch.ones(len(idx)),
-            "num_targets": len(idx),
+            "weight": torch.from_numpy(DATA_TARGETS[idx]),
+            "num_targets": int(DATA_TARGETS[idx].sum()),
             "num_tokens": len(idx),
         }
 
     def evaluate(m):
-        out = m(torch.from_numpy(DATA_X), torch.from_numpy(DATA_Y), torch.ones(len(DATA_X)))
-        return {"eval/loss": out["loss_sum"].item() / len(DATA_X)}
+        out = m(torch.from_numpy(DATA_X), torch.from_numpy(DATA_Y), torch.from_numpy(DATA_TARGETS))
+        return {"eval/loss": out["loss_sum"].item() / float(DATA_TARGETS.sum())}
 
     def export(acc, m, path):
         export_model_plain(acc, m, path)

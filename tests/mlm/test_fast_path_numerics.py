@@ -8,8 +8,11 @@ cross-entropy at every position) and torch's default AdamW.  Tolerances:
 * fp32 sparse vs fp32 dense: same math in a different order -> loss within 1e-5 relative,
   gradients within 1e-4 relative / 1e-6 absolute.
 * bf16 autocast vs fp32 dense: bf16 keeps 8 mantissa bits (relative rounding 2^-9 ~ 0.2% per
-  operation) -> loss within 2% relative, a loose bound (observed here: ~2e-5 relative, since
-  freshly initialised logits are small; trained models deviate more but stay well inside it).
+  operand), but matmuls accumulate in fp32 and the rounding errors of their products, then of the
+  masked positions' losses, average out: observed 1.5e-5 relative (AMD EPYC, AVX512-BF16).  The
+  bound, 2e-4, leaves 13x room for other CPUs' bf16 kernels and still fails the wrong fast paths:
+  summing the per-position losses in bf16 is 3.9e-4 off on this batch, the cross-entropy itself
+  in bf16 ~9e-3 (the old bound, 2%, let both through).
 * fused AdamW vs default AdamW after one step: same update up to float rounding (1e-6).
 
 Tiny model (hidden 64, 2 layers, dropout 0 so both paths see identical activations).
@@ -98,7 +101,7 @@ def test_bf16_autocast_loss_is_within_stated_tolerance_of_fp32_dense():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fast = _sparse_loss(_model(), batch)
     assert fast.dtype == torch.float32  # the loss itself is computed in fp32 from bf16 logits
-    assert abs(fast.item() - dense.item()) <= 0.02 * dense.item()
+    assert abs(fast.item() - dense.item()) <= 2e-4 * dense.item()
     assert fast.item() != pytest.approx(dense.item(), rel=1e-7)  # autocast really ran in bf16
 
 

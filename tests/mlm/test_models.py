@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoModelForMaskedLM, PreTrainedTokenizerFast
 from transformers import pipeline as hf_pipeline
@@ -210,10 +211,24 @@ def save_tokenizer(directory) -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_export_loads_with_auto_class_and_runs_fill_mask(arch, tmp_path):
+    """The pretraining stage's export (the prepared SparseMLM wrapper -> the HF model inside it ->
+    safetensors + tokenizer), loaded back by transformers alone with the same logits."""
+    from pipeline.train import TrainConfig, export_model, make_accelerator
+    from tests.helpers.loop import reset_accelerate
+
     model = tiny_model(arch).eval()
-    model.save_pretrained(tmp_path)
-    save_tokenizer(tmp_path)
-    assert (tmp_path / "model.safetensors").is_file()
+    save_tokenizer(tmp_path / "tokenizer")
+    reset_accelerate()
+    acc = make_accelerator(TrainConfig(batch_size=1, lr=1e-3, max_steps=1), tmp_path, log=False)
+    prepared = acc.prepare(SparseMLM(model))
+    export_model(
+        acc, prepared, unwrap_mlm(acc.unwrap_model(prepared)), tmp_path / "final", tmp_path / "tokenizer"
+    )
+    tmp_path = tmp_path / "final"
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["model.safetensors"]
+    saved = set(load_file(tmp_path / "model.safetensors"))
+    assert not any(name.startswith("mlm.") for name in saved)  # the wrapper's prefix is stripped
+    assert len(saved) == len(dict(model.named_parameters())) + len([b for b in saved if "position_ids" in b])
     # the attention backend is not saved (auto picks eager on CPU): load with the same one for exactness
     attention = model.config._attn_implementation
     loaded = AutoModelForMaskedLM.from_pretrained(tmp_path, attn_implementation=attention).eval()

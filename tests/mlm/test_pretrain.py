@@ -42,12 +42,17 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(out / "final" / "model.safetensors")
 
 
-def test_exact_resume_and_export(tiny_shards, tmp_path):
+def test_exact_resume_and_export(tiny_shards, tmp_path, capsys):
     common = ["train.max_steps=8", "train.save_every=4", "train.eval_every=4"]
     assert pretrain(tiny_shards, tmp_path / "full", *common) == 0
     assert pretrain(tiny_shards, tmp_path / "cut", *common, "train.stop_after=4") == 75
     assert not (tmp_path / "cut" / "final").exists()
+    capsys.readouterr()
     assert pretrain(tiny_shards, tmp_path / "cut", *common) == 0
+    resumed = capsys.readouterr()
+    assert f"resumed from {tmp_path / 'cut' / 'checkpoints' / 'step_4'} at step 4" in resumed.out
+    assert "falling back" not in resumed.err
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["steps_this_run"] == 4
     assert losses(tmp_path / "full") == losses(tmp_path / "cut")
     full, cut = final_weights(tmp_path / "full"), final_weights(tmp_path / "cut")
     assert full.keys() == cut.keys()

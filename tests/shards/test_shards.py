@@ -133,6 +133,34 @@ def test_resume_after_injected_failure(reference, corpus, tokenizer_dir, tmp_pat
     assert tree_bytes(out) == tree_bytes(reference)
 
 
+def test_corrupted_unit_is_re_encoded_on_resume(reference, corpus, tokenizer_dir, tmp_path, monkeypatch):
+    """A complete unit whose data no longer matches its recorded sha256 (same size: bit rot, a torn
+    write) is not reused: the rerun encodes it again and the output is byte-identical."""
+    commit = UnitWriter.commit
+    calls = {"n": 0}
+
+    def failing_commit(self):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("injected failure after 3 units")
+        return commit(self)
+
+    monkeypatch.setattr(UnitWriter, "commit", failing_commit)
+    out = tmp_path / "s"
+    with pytest.raises(RuntimeError, match="injected"):
+        shard(corpus, tokenizer_dir, out)
+    unit = sorted((out / "parts" / "units").glob("f*-c*.train.bin"))[1]
+    data = bytearray(unit.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit, size unchanged
+    unit.write_bytes(bytes(data))
+
+    calls["n"] = -1000  # no more failures; count the units the rerun encodes
+    shard(corpus, tokenizer_dir, out)
+    units = sum(math.ceil(docs / 64) for docs in CORPUS_DOCS)  # docs_per_unit=64
+    assert calls["n"] == -1000 + units - 2  # the 2 intact units reused, the corrupted one re-encoded
+    assert tree_bytes(out) == tree_bytes(reference)
+
+
 SLOW_RUN = """
 import sys, time
 import pipeline.shards.encode as enc

@@ -4,13 +4,15 @@ equivalence, schedules, checkpoint rotation/atomicity, logging outputs."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from pipeline.config import from_dict
-from pipeline.train import CheckpointManager, TrainConfig, export_model, lr_schedule, make_accelerator
+from pipeline.errors import PipelineError
+from pipeline.train import TrainConfig, export_model, lr_schedule, make_accelerator
 from tests.helpers.loop import reset_accelerate, run, train_losses
 
 
@@ -26,6 +28,8 @@ def test_exact_resume_bit_identical(tmp_path):
 
 
 def test_grad_accum_equals_bigger_batch(tmp_path):
+    """Micro-batches carry different target counts (tests/helpers/loop.py), so the gradient (its
+    pre-clipping norm is logged) is only the same if the loss is normalised by the step's count."""
     _, lines_a, w_a = run(tmp_path / "a", batch_size=8, grad_accum=1, max_steps=4)
     _, lines_b, w_b = run(tmp_path / "b", batch_size=4, grad_accum=2, max_steps=4)
     for key in w_a:
@@ -34,6 +38,13 @@ def test_grad_accum_equals_bigger_batch(tmp_path):
     assert la.keys() == lb.keys()
     for step in la:
         assert la[step] == pytest.approx(lb[step], rel=1e-5)
+    norms_a, norms_b = (
+        {r["step"]: r["train/grad_norm"] for r in lines if "train/grad_norm" in r}
+        for lines in (lines_a, lines_b)
+    )
+    assert norms_a.keys() == la.keys() and all(
+        norms_b[s] == pytest.approx(norms_a[s], rel=1e-5) for s in norms_a
+    )
 
 
 def test_rotation_keeps_newest_complete(tmp_path):
@@ -45,14 +56,25 @@ def test_rotation_keeps_newest_complete(tmp_path):
 
 
 def test_partial_and_corrupt_checkpoints_are_skipped(tmp_path):
-    run(tmp_path, max_steps=8, save_every=4, keep_checkpoints=3)
-    ckpts = tmp_path / "checkpoints"
-    (ckpts / "step_12.partial").mkdir()  # a save killed midway: never a candidate
-    weights = next((ckpts / "step_8").glob("model*.safetensors"))
+    """A truncated file, a missing file and a half-written .partial: each reported by name and
+    skipped; the run resumes from the newest complete checkpoint and ends bit-identical."""
+    _, _, reference = run(tmp_path / "ref", max_steps=16, save_every=4)
+    run(tmp_path / "run", max_steps=16, save_every=4, keep_checkpoints=3, stop_after=12)  # steps 4, 8, 12
+    ckpts = tmp_path / "run" / "checkpoints"
+    (ckpts / "step_16.partial").mkdir()  # a save killed midway: never a candidate
+    weights = next((ckpts / "step_12").glob("model*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:10])  # truncated file in the newest one
-    with pytest.warns(UserWarning, match="step_8"):
-        path, state = CheckpointManager(ckpts, 3).latest_complete()
-    assert path.name == "step_4" and state["step"] == 4
+    next((ckpts / "step_8").glob("optimizer*")).unlink()  # a missing file in the one before
+    with pytest.warns(UserWarning) as warned:
+        summary, _, resumed = run(tmp_path / "run", max_steps=16, save_every=4, keep_checkpoints=3)
+    messages = [str(w.message) for w in warned]
+    assert any(re.search(r"step_12: model\S*safetensors has 10 bytes, expected \d+", m) for m in messages), (
+        messages
+    )
+    assert any(re.search(r"step_8 is missing optimizer", m) for m in messages), messages
+    assert summary["steps_this_run"] == 12  # resumed from step_4
+    for key in reference:
+        assert torch.equal(resumed[key], reference[key]), key
 
 
 def test_unreadable_checkpoint_falls_back_to_previous(tmp_path):
@@ -66,6 +88,46 @@ def test_unreadable_checkpoint_falls_back_to_previous(tmp_path):
     _, _, reference = run(tmp_path / "ref", max_steps=8, resume="never")
     for key in weights:
         assert torch.equal(weights[key], reference[key]), key
+
+
+def _garble(checkpoint) -> None:
+    rng = next(checkpoint.glob("random_states_*.pkl"))
+    rng.write_bytes(b"\1" * rng.stat().st_size)  # sizes match, content unreadable
+
+
+def test_no_silent_restart_when_no_checkpoint_loads(tmp_path):
+    """resume=auto with checkpoints none of which loads: an error naming each and how to start
+    over on purpose - not a fresh run whose checkpoints would be rotated away by the old ones."""
+    run(tmp_path, max_steps=8, save_every=4)  # steps 4 and 8
+    ckpts = tmp_path / "checkpoints"
+    for step in (4, 8):
+        _garble(ckpts / f"step_{step}")
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.warns(UserWarning), pytest.raises(PipelineError) as error:
+        run(tmp_path, max_steps=12, save_every=2)
+    message = str(error.value)
+    assert (
+        "none of the 2 checkpoint(s)" in message
+        and "train.resume=never" in message
+        and "new output_dir" in message
+    )
+    assert re.search(r"step_8 could not be loaded \(.*random_states_0.pkl could not be read", message), (
+        message
+    )
+    assert re.search(r"step_4 could not be loaded", message), message
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_4", "step_8"]  # untouched
+    assert (tmp_path / "metrics.jsonl").read_text() == before  # no step was trained
+
+
+def test_resume_never_replaces_a_later_run(tmp_path):
+    """Starting over on purpose: the old run's later checkpoints go at this run's first save, so a
+    crash afterwards resumes this run, not the abandoned one."""
+    run(tmp_path, max_steps=12, save_every=4)  # steps 8 and 12 kept
+    first, _, _ = run(tmp_path, max_steps=12, save_every=2, stop_after=2, resume="never")
+    assert first["steps_this_run"] == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_2"]
+    summary, _, _ = run(tmp_path, max_steps=12, save_every=2)
+    assert summary["steps_this_run"] == 10  # resumed this run's step 2
 
 
 def test_logging_outputs(tmp_path):
