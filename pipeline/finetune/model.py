@@ -54,7 +54,7 @@ class FinetuneModelConfig(ModelConfig):
     )
     pooling: Literal["auto", "cls", "mean"] = option(
         "auto",
-        "what a sequence head reads: cls (the [CLS] token) | mean (every real token; ModernBERT only) | auto = mean for ModernBERT (measured +3 points SST-2 accuracy from our pretraining, README), cls otherwise",
+        "what a sequence head reads: cls (the [CLS] token) | mean (every real token; ModernBERT only) | auto = mean for ModernBERT (measured against cls in the README), cls otherwise",
     )
     classifier_dropout: float | None = option(
         None, "dropout before the classification head (null = model default)"
