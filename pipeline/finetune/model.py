@@ -54,7 +54,7 @@ class FinetuneModelConfig(ModelConfig):
     )
     pooling: Literal["auto", "cls", "mean"] = option(
         "auto",
-        "what a sequence head reads: cls (the [CLS] token) | mean (every real token; ModernBERT only) | auto = mean for ModernBERT (measured against cls in the README), cls otherwise",
+        "what a sequence head reads: cls (the [CLS] token) | mean (every real token; ModernBERT only) | auto = mean for ModernBERT (SST-2, one epoch from the quickstart model: 0.812 +- 0.003 vs cls 0.813 +- 0.008 over 3 seeds - equal; mean is steadier), cls otherwise",
     )
     classifier_dropout: float | None = option(
         None, "dropout before the classification head (null = model default)"
