@@ -56,11 +56,17 @@ class Clock:
         self.excluded += time.perf_counter() - since
 
 
-def _pretrain_config(shards: Path, out: Path, snapshots: int, max_steps: int = 0):
+def _pretrain_config(shards: Path, out: Path, snapshots: int, max_steps: int = 0, overrides=None):
     from pipeline.config import from_dict
     from pipeline.stages import pretrain
 
     section = yaml.safe_load(QUICKSTART.read_text())["pretrain"]
+    for dotted, value in (overrides or {}).items():  # "model.arch": "bert" -> section["model"]["arch"]
+        *parents, key = dotted.split(".")
+        node = section
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[key] = value
     if max_steps:  # a shorter run for smoke checks
         section["train"].update(
             max_steps=max_steps, warmup_steps=min(section["train"].get("warmup_steps", 0), max_steps // 2)
@@ -74,12 +80,14 @@ def _pretrain_config(shards: Path, out: Path, snapshots: int, max_steps: int = 0
     return from_dict(pretrain.Config, section)
 
 
-def run_ours(shards: Path, out: Path, snapshots: int, max_steps: int = 0) -> list[dict]:
-    """Our recipe through the real stage; a snapshot (HF export) at every ``save_every``."""
+def run_ours(shards: Path, out: Path, snapshots: int, max_steps: int = 0, overrides=None) -> list[dict]:
+    """Our recipe (the quickstart's ``pretrain`` section, with dotted-key ``overrides``) through the
+    real stage; a snapshot (HF export) at every ``save_every``."""
     from pipeline.stages import pretrain
     from pipeline.train import CheckpointManager, FitHooks, run_training_stage
 
-    cfg, clock, taken, tasks = _pretrain_config(shards, out, snapshots, max_steps), Clock(), [], []
+    cfg = _pretrain_config(shards, out, snapshots, max_steps, overrides)
+    clock, taken, tasks = Clock(), [], []
 
     def build(cfg, accelerator, output_dir):
         task, train = pretrain.build_task(cfg, accelerator, output_dir)

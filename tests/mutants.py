@@ -217,6 +217,12 @@ MUTANTS = [
         ".to(logits.dtype).sum().float()  # summed in bf16 under autocast",
         ("tests/mlm/test_fast_path_numerics.py::test_bf16_autocast_loss_is_within_stated_tolerance_of_fp32_dense",),
     ),
+    Mutant(
+        "eval-mode-training", "every training step runs in training mode (dropout on), also for a from_pretrained model",
+        "pipeline/train/loop.py", "        self.model.train()\n        check_prepared(accelerator, train)",
+        "        check_prepared(accelerator, train)",
+        ("tests/train/test_loop.py::test_every_training_step_runs_in_training_mode",),
+    ),
 ]  # fmt: skip
 
 

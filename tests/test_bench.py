@@ -117,3 +117,51 @@ def test_record_keeps_a_commands_results_with_its_provenance(tmp_path):
     assert_provenance(result, writer)
     assert result["exit_code"] == 0 and result["note"] == "a test" and result["wall_s"] > 0
     assert result["outputs"] == {str(output): {"eval/accuracy": 0.75}}
+
+
+@pytest.mark.slow
+def test_recipe_ablation_trains_each_rows_settings(tmp_path, shared_data):
+    env = {**bench_env(tmp_path), "PIPELINE_DATA": str(shared_data)}
+    args = ["--steps", "4", "--rows", "8", "--only", "quickstart,bert_micro", "--name", "recipe_smoke"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.recipe", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads((tmp_path / "results" / "recipe_smoke.json").read_text())
+    assert_provenance(result, "--name recipe_smoke")
+    assert [row["row"] for row in result["rows"]] == ["quickstart", "bert_micro"]
+    for row, model_type in (
+        ("quickstart", "modernbert"),
+        ("bert_micro", "bert"),
+    ):  # the row's keys were applied
+        snapshot = tmp_path / "cache" / "recipe_smoke-runs" / row / "snapshots" / "step_4" / "config.json"
+        assert json.loads(snapshot.read_text())["model_type"] == model_type
+    assert all(row["probe_loss"] > 0 and row["probe_accuracy"] >= 0 for row in result["rows"])
+
+
+@pytest.mark.slow
+def test_time_to_loss_runs_both_sides_and_scores_them(tmp_path, shared_data):
+    env = {**bench_env(tmp_path), "PIPELINE_DATA": str(shared_data)}
+    args = ["--budget", "6", "--sweep-budget", "3", "--lrs", "1e-3,3e-3", "--snapshots", "1", "--rows", "8"]
+    args += ["--our-steps", "4", "--name", "ttl_smoke"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.time_to_loss", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads((tmp_path / "results" / "ttl_smoke.json").read_text())
+    assert_provenance(result, "--name ttl_smoke")
+    assert [row["lr"] for row in result["hf"]["lr_sweep"]] == [1e-3, 3e-3]
+    for side in ("hf", "ours"):  # both curves start at the untrained model, 0 s
+        curve = result[side]["curve"]
+        assert curve[0]["seconds"] == 0 and curve[-1]["seconds"] > 0 and len(curve) >= 2
+    assert result["ours"]["curve"][-1]["step"] == 4

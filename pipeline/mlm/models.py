@@ -43,6 +43,8 @@ from pipeline.train import IGNORE_INDEX
 UNUSED_LOGIT_BIAS = -1.0e4  # decoder bias of padded vocab rows: exp(-1e4) == 0 in every dtype
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128},
+    # the quickstart's: the shape a ~7-minute 2-core CPU budget trains out of the unigram plateau (README)
+    "micro": {"hidden_size": 128, "num_layers": 2, "num_heads": 2, "intermediate_size": 256},
     "mini": {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 1024},
     "small": {"hidden_size": 512, "num_layers": 4, "num_heads": 8, "intermediate_size": 2048},
     "base": {"hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 3072},
@@ -64,8 +66,9 @@ class ModelConfig:
     arch: Literal["bert", "modernbert"] = option(
         "bert", "architecture: BertForMaskedLM or ModernBertForMaskedLM"
     )
-    preset: Literal["tiny", "mini", "small", "base", "custom"] = option(
-        "tiny", "size preset (tiny 64x2, mini 256x4, small 512x4, base 768x12); the keys below override it"
+    preset: Literal["tiny", "micro", "mini", "small", "base", "custom"] = option(
+        "tiny",
+        "size preset (hidden x layers: tiny 64x2, micro 128x2, mini 256x4, small 512x4, base 768x12); the keys below override it",
     )
     hidden_size: int | None = option(None, "hidden size (null = from the preset)")
     num_layers: int | None = option(None, "number of transformer layers (null = from the preset)")

@@ -73,6 +73,9 @@ class _Trainer:
             model.compile()  # in place: parameter names (and saved weights) stay free of `_orig_mod.`
         optimizer = hooks.optimizer(model, train)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        # training mode from the first step: transformers' from_pretrained returns a model in eval
+        # mode, which would fine-tune a pretrained encoder without its dropout until the first eval
+        self.model.train()
         check_prepared(accelerator, train)
         announce_backend(accelerator, self.model)
         self.lr_at = lr_schedule(train, train.max_steps)

@@ -27,6 +27,32 @@ def test_exact_resume_bit_identical(tmp_path):
     assert train_losses(full_lines) == train_losses(half_lines)
 
 
+def test_every_training_step_runs_in_training_mode(tmp_path, monkeypatch):
+    """A model handed over in eval mode (what transformers' from_pretrained returns) trains with its
+    dropout on from step 1, not only after the first evaluation."""
+    from tests.helpers import loop as helpers
+
+    modes = []
+    build = helpers.toy_task
+
+    def eval_mode_task(cfg, accelerator):
+        task = build(cfg, accelerator)
+        task.model.eval()
+        original = task.model.forward
+
+        def recording_forward(*args, **kwargs):
+            if torch.is_grad_enabled():  # a training step (evaluation runs under no_grad)
+                modes.append(task.model.training)
+            return original(*args, **kwargs)
+
+        task.model.forward = recording_forward
+        return task
+
+    monkeypatch.setattr(helpers, "toy_task", eval_mode_task)
+    run(tmp_path, max_steps=6, eval_every=0, save_every=0)
+    assert modes and all(modes), modes  # eval_every=0: no evaluation in between to switch it back
+
+
 def test_grad_accum_equals_bigger_batch(tmp_path):
     """Micro-batches carry different target counts (tests/helpers/loop.py), so the gradient (its
     pre-clipping norm is logged) is only the same if the loss is normalised by the step's count."""
