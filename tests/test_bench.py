@@ -47,6 +47,22 @@ def bench_env(tmp_path: Path) -> dict:
     }
 
 
+def run_bench(tmp_path: Path, module: str, args: list[str], name: str, data: Path | None = None) -> dict:
+    """Run ``python -m bench.<module> ARGS`` with the test's cache and results folders (and
+    ``PIPELINE_DATA`` when given); it must exit 0; returns ``results/<name>.json``."""
+    env = {**bench_env(tmp_path), **({"PIPELINE_DATA": str(data)} if data else {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads((tmp_path / "results" / f"{name}.json").read_text())
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_dry_run_runs_every_row(tmp_path):
     proc = subprocess.run(
@@ -73,20 +89,10 @@ def test_gpu_benchmark_dry_run_runs_every_row(tmp_path):
 
 @pytest.mark.slow
 def test_finetune_benchmark_runs_every_row(tmp_path, shared_data):
-    env = {**bench_env(tmp_path), "PIPELINE_DATA": str(shared_data)}
     configs = "hf,hf_fp32,hf_bf16,ours_padded,ours,ours_fp32,ours_grouped"
     args = ["--size", "tiny", "--examples", "64", "--warmup", "0", "--steps", "1", "--rounds", "1"]
     args += ["--calibration-steps", "1", "--configs", configs]
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.finetune_throughput", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    result = json.loads((tmp_path / "results" / "finetune_throughput.json").read_text())
+    result = run_bench(tmp_path, "finetune_throughput", args, "finetune_throughput", shared_data)
     rows = {row["config"]: row for row in result["rows"]}
     assert list(rows) == configs.split(",")
     assert all(row["examples_per_s"] > 0 for row in rows.values()) and rows["ours"]["vs_hf"] > 0
@@ -121,24 +127,11 @@ def test_record_keeps_a_commands_results_with_its_provenance(tmp_path):
 
 @pytest.mark.slow
 def test_recipe_ablation_trains_each_rows_settings(tmp_path, shared_data):
-    env = {**bench_env(tmp_path), "PIPELINE_DATA": str(shared_data)}
     args = ["--steps", "4", "--rows", "8", "--only", "quickstart,bert_micro", "--name", "recipe_smoke"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.recipe", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    result = json.loads((tmp_path / "results" / "recipe_smoke.json").read_text())
+    result = run_bench(tmp_path, "recipe", args, "recipe_smoke", shared_data)
     assert_provenance(result, "--name recipe_smoke")
     assert [row["row"] for row in result["rows"]] == ["quickstart", "bert_micro"]
-    for row, model_type in (
-        ("quickstart", "modernbert"),
-        ("bert_micro", "bert"),
-    ):  # the row's keys were applied
+    for row, model_type in (("quickstart", "modernbert"), ("bert_micro", "bert")):  # the row's keys applied
         snapshot = tmp_path / "cache" / "recipe_smoke-runs" / row / "snapshots" / "step_4" / "config.json"
         assert json.loads(snapshot.read_text())["model_type"] == model_type
     assert all(row["probe_loss"] > 0 and row["probe_accuracy"] >= 0 for row in result["rows"])
@@ -146,19 +139,9 @@ def test_recipe_ablation_trains_each_rows_settings(tmp_path, shared_data):
 
 @pytest.mark.slow
 def test_time_to_loss_runs_both_sides_and_scores_them(tmp_path, shared_data):
-    env = {**bench_env(tmp_path), "PIPELINE_DATA": str(shared_data)}
     args = ["--budget", "6", "--sweep-budget", "3", "--lrs", "1e-3,3e-3", "--snapshots", "1", "--rows", "8"]
     args += ["--our-steps", "4", "--name", "ttl_smoke"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.time_to_loss", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    result = json.loads((tmp_path / "results" / "ttl_smoke.json").read_text())
+    result = run_bench(tmp_path, "time_to_loss", args, "ttl_smoke", shared_data)
     assert_provenance(result, "--name ttl_smoke")
     assert [row["lr"] for row in result["hf"]["lr_sweep"]] == [1e-3, 3e-3]
     for side in ("hf", "ours"):  # both curves start at the untrained model, 0 s

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from pipeline.errors import PipelineError
+from pipeline.train.throughput import sync
 
 __all__ = ["BF16_MARGIN", "PrecisionChoice", "choose_precision", "matmul_probe"]
 
@@ -88,8 +89,7 @@ def matmul_probe(device: torch.device, hidden: int, width: int, seconds: float =
         start = time.perf_counter()
         w = weight.to(dtype)
         _ = (xd @ w, dyd @ w.T, xd.T @ dyd)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         return time.perf_counter() - start
 
     for dtype in inputs:  # warm-up: kernel selection, first-touch allocation

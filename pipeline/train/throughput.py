@@ -15,7 +15,8 @@ import torch
 _PROBE_CACHE: dict[tuple[str, str], float] = {}
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on CPU, whose ops are synchronous."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -33,14 +34,14 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype, seconds: float 
     b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     for _ in range(3):  # warm-up (kernel selection, AMX tile config)
         a @ b
-    _sync(device)
+    sync(device)
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         reps = 10
         start = time.perf_counter()
         for _ in range(reps):
             a @ b
-        _sync(device)
+        sync(device)
         best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
     _PROBE_CACHE[key] = best
     return best

@@ -108,7 +108,9 @@ def test_a_set_in_an_older_format_is_rewritten(reference, corpus, tokenizer_dir,
     assert tree_bytes(old) == tree_bytes(reference)
 
 
-def test_resume_after_injected_failure(reference, corpus, tokenizer_dir, tmp_path, monkeypatch):
+def fail_after_three_units(monkeypatch, corpus, tokenizer_dir, out) -> dict:
+    """Run the shard stage into ``out`` with the 4th unit commit failing; returns the commit
+    counter (set ``["n"]`` to count the units a rerun encodes)."""
     commit = UnitWriter.commit
     calls = {"n": 0}
 
@@ -119,9 +121,14 @@ def test_resume_after_injected_failure(reference, corpus, tokenizer_dir, tmp_pat
         return commit(self)
 
     monkeypatch.setattr(UnitWriter, "commit", failing_commit)
-    out = tmp_path / "s"
     with pytest.raises(RuntimeError, match="injected"):
         shard(corpus, tokenizer_dir, out)
+    return calls
+
+
+def test_resume_after_injected_failure(reference, corpus, tokenizer_dir, tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    calls = fail_after_three_units(monkeypatch, corpus, tokenizer_dir, out)
     assert not (out / "manifest.json").exists() and not list(out.glob("*.bin"))
     assert len(list((out / "parts" / "units").glob("f*-c*.json"))) == 3
     assert not list(out.rglob("*.tmp"))  # the unit in flight left nothing behind
@@ -136,19 +143,8 @@ def test_resume_after_injected_failure(reference, corpus, tokenizer_dir, tmp_pat
 def test_corrupted_unit_is_re_encoded_on_resume(reference, corpus, tokenizer_dir, tmp_path, monkeypatch):
     """A complete unit whose data no longer matches its recorded sha256 (same size: bit rot, a torn
     write) is not reused: the rerun encodes it again and the output is byte-identical."""
-    commit = UnitWriter.commit
-    calls = {"n": 0}
-
-    def failing_commit(self):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise RuntimeError("injected failure after 3 units")
-        return commit(self)
-
-    monkeypatch.setattr(UnitWriter, "commit", failing_commit)
     out = tmp_path / "s"
-    with pytest.raises(RuntimeError, match="injected"):
-        shard(corpus, tokenizer_dir, out)
+    calls = fail_after_three_units(monkeypatch, corpus, tokenizer_dir, out)
     unit = sorted((out / "parts" / "units").glob("f*-c*.train.bin"))[1]
     data = bytearray(unit.read_bytes())
     data[len(data) // 2] ^= 0x01  # one flipped bit, size unchanged
