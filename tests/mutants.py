@@ -223,6 +223,11 @@ MUTANTS = [
         "        check_prepared(accelerator, train)",
         ("tests/train/test_loop.py::test_every_training_step_runs_in_training_mode",),
     ),
+    Mutant(
+        "layer-lr-ignored", "train.layer_lr_decay gives each depth its decayed lr",
+        "pipeline/train/optim.py", 'group["lr"] = lr * group.get("lr_scale", 1.0)', 'group["lr"] = lr',
+        ("tests/train/test_optim.py",),
+    ),
 ]  # fmt: skip
 
 

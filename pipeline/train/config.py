@@ -46,6 +46,10 @@ class TrainConfig:
         0.1, "wsd only: fraction of max_steps spent in the final linear decay to min_lr"
     )
     min_lr_ratio: float = option(0.0, "the schedule decays to lr x min_lr_ratio")
+    layer_lr_decay: float = option(
+        1.0,
+        "layer-wise lr decay (fine-tuning a pretrained encoder): the head keeps lr, each encoder layer gets this factor of the lr of the layer above it, the embeddings the smallest (ELECTRA / DeBERTa); 1 = one lr for all",
+    )
     seed: int = option(0, "seed for initialisation, data order and masking")
     eval_every: int = option(
         500, "evaluate on the validation split every N optimizer steps (0 = only at the end)"
@@ -97,6 +101,8 @@ class TrainConfig:
             raise ConfigError(f"train.betas needs two values, got {self.betas}")
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.decay_ratio <= 1:
             raise ConfigError("train.warmup_ratio must be in [0, 1) and train.decay_ratio in [0, 1]")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise ConfigError(f"train.layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 

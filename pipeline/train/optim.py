@@ -9,6 +9,7 @@ is stepped once per process.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import torch
@@ -21,17 +22,39 @@ def _no_decay(name: str, param: torch.nn.Parameter) -> bool:
     return param.ndim < 2 or name.endswith(".bias") or "norm" in name.lower()
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay, seen = [], [], set()
+_LAYER = re.compile(r"(?:^|\.)layers?\.(\d+)\.")  # BERT's encoder.layer.N., ModernBERT's layers.N.
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """0 for the embeddings, N + 1 for encoder layer N, ``num_layers + 1`` for the rest (head,
+    final norm, pooler, classifier): the depth layer-wise lr decay counts down from."""
+    if "embed" in name:
+        return 0
+    match = _LAYER.search(name)
+    return int(match.group(1)) + 1 if match else num_layers + 1
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """AdamW groups: decayed and not decayed, and with ``layer_decay < 1`` one pair per depth,
+    each with ``lr_scale = layer_decay ** (top - depth)`` (:func:`set_lr` applies it)."""
+    named, seen = [], set()
     for name, param in model.named_parameters():
-        if not param.requires_grad or id(param) in seen:  # tied weights appear once
-            continue
-        seen.add(id(param))
-        (no_decay if _no_decay(name, param) else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        if param.requires_grad and id(param) not in seen:  # tied weights appear once
+            seen.add(id(param))
+            named.append((name, param))
+    layers = [int(m.group(1)) for name, _ in named if (m := _LAYER.search(name))]
+    top = max(layers, default=-1) + 2  # the head's depth
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in named:
+        depth = layer_depth(name, top - 1) if layer_decay < 1 else top
+        skip = _no_decay(name, param)
+        group = groups.setdefault(
+            (depth, skip),
+            {"params": [], "weight_decay": 0.0 if skip else weight_decay, "lr_scale": layer_decay ** (top - depth)},
+        )
+        group["params"].append(param)
+    order = sorted(groups, key=lambda key: (key[0], key[1]))  # decayed first at each depth
+    return [groups[key] for key in order]
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
@@ -40,7 +63,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = True
     ``fused=False`` gives torch's default AdamW implementation (what the Hugging Face examples use;
     on CPU a per-parameter loop, several times slower than the fused kernel): benchmarks only.
     """
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.layer_lr_decay)
     kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     if not fused:
         return torch.optim.AdamW(groups, **kwargs)
@@ -83,5 +106,6 @@ def lr_schedule(cfg: TrainConfig, max_steps: int) -> Callable[[int], float]:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Write the schedule's lr into every group, scaled by its layer-wise ``lr_scale``."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
