@@ -212,9 +212,9 @@ MUTANTS = [
     Mutant(
         "bf16-loss-sum", "the bf16 fast path computes the loss of the fp32 step (within 2e-4)",
         "pipeline/mlm/models.py",
-        '        loss_sum = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")',
-        '        loss_sum = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")'
-        ".to(logits.dtype).sum().float()  # summed in bf16 under autocast",
+        '        loss_sum = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")',
+        '        loss_sum = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")'
+        ".bfloat16().sum().float()  # summed in bf16",
         ("tests/mlm/test_fast_path_numerics.py::test_bf16_autocast_loss_is_within_stated_tolerance_of_fp32_dense",),
     ),
     Mutant(
