@@ -53,8 +53,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float
             {"params": [], "weight_decay": 0.0 if skip else weight_decay, "lr_scale": layer_decay ** (top - depth)},
         )
         group["params"].append(param)
-    order = sorted(groups, key=lambda key: (key[0], key[1]))  # decayed first at each depth
-    return [groups[key] for key in order]
+    return [groups[key] for key in sorted(groups)]  # by depth, decayed (False) first at each
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
