@@ -1,7 +1,7 @@
 """Which pretraining settings win: the quickstart recipe and one change at a time, each trained for
 the same number of steps on the same shards and scored by the independent probe (:mod:`bench.probe`).
 
-    python -m bench.recipe                          # ~20 min on 2 cores: 7 rows x 600 steps
+    python -m bench.recipe                          # ~35 min on 2 cores: 15 rows, ~2 min each
     python -m bench.recipe --steps 20 --rows 32 --only quickstart,mask_15 --name recipe_smoke
 
 1. Every row is the ``pretrain`` section of ``configs/quickstart.yaml`` with the row's keys changed,
@@ -24,13 +24,32 @@ quiet_environment()
 from bench import workspace  # noqa: E402
 from bench.time_to_loss import run_ours, score  # noqa: E402
 
-# name -> (what it tests, the keys changed from the quickstart's pretrain section)
+# name -> (what it tests, the keys changed from the quickstart's pretrain section[, step factor]).
+# A step factor < 1 gives a costlier shape fewer steps, so that every row gets about the same
+# training seconds as the quickstart row (the factor is the measured time-per-step ratio, rounded).
 ROWS = {
     "quickstart": ("the quickstart recipe (ModernBERT micro, mask 30%, lr 3e-3, linear)", {}),
     "mask_15": ("BERT's 15% masking", {"mlm.probability": 0.15}),
     "lr_1e-3": ("lr 1e-3", {"train.lr": 1.0e-3}),
     "lr_6e-3": ("lr 6e-3", {"train.lr": 6.0e-3}),
-    "wsd": ("warmup-stable-decay schedule", {"train.schedule": "wsd"}),
+    "wsd": ("warmup-stable-decay schedule (last 10% decays)", {"train.schedule": "wsd"}),
+    "wsd_30": (
+        "warmup-stable-decay, last 30% decays",
+        {"train.schedule": "wsd", "train.decay_ratio": 0.3},
+    ),
+    "betas_95": ("Adam betas (0.9, 0.95)", {"train.betas": [0.9, 0.95]}),
+    "eps_1e-8": ("Adam eps 1e-8", {"train.eps": 1.0e-8}),
+    "wd_0.1": ("weight decay 0.1", {"train.weight_decay": 0.1}),
+    "deep_128x4": (
+        "deeper: 128 x 4 layers, at the quickstart's seconds",
+        {"model.num_layers": 4, "train.warmup_steps": 108},  # warmup 30%, as 180 of 600
+        0.6,
+    ),
+    "mini_256x4": (
+        "ModernBERT at BERT-mini's size (256 x 4, GLU 512), at the quickstart's seconds",
+        {"model.preset": "mini", "train.warmup_steps": 60},
+        0.33,
+    ),
     "bert_micro": (
         "BERT blocks (post-norm, GELU, learned positions) at the same size",
         {"model.arch": "bert"},
@@ -52,15 +71,17 @@ def main() -> None:
     args = parser.parse_args()
     machine, shards, results = machine_info(), workspace.shards(args.vocab), []
     for name in args.only.split(","):
-        description, overrides = ROWS[name]
+        description, overrides, *factor = ROWS[name]
+        steps = round(args.steps * (factor[0] if factor else 1.0))
         out = CACHE_DIR / f"{args.name}-runs" / name
-        snaps = run_ours(shards, out, 2, args.steps, overrides)
+        snaps = run_ours(shards, out, 2, steps, overrides)
         half, end = score(snaps[1:], args.rows)  # snapshot 0 is the untrained model
         results.append(
             {
                 "row": name,
                 "description": description,
                 "changed": overrides,
+                "steps": steps,
                 "seconds": end["seconds"],
                 "load": os.getloadavg()[0],
                 **{f"half_{k}": half[k] for k in ("probe_loss", "probe_accuracy", "context_gain")},
@@ -70,9 +91,10 @@ def main() -> None:
         print(f"{name}: probe loss {end['probe_loss']:.3f}, gain {end['context_gain']:.2f}", flush=True)
     columns = [
         ("row", "row", ""),
+        ("steps", "steps", "d"),
         ("seconds", "train s", ".0f"),
-        ("half_probe_loss", f"probe loss @{args.steps // 2}", ".3f"),
-        ("probe_loss", f"probe loss @{args.steps}", ".3f"),
+        ("half_probe_loss", "probe loss @half", ".3f"),
+        ("probe_loss", "probe loss @end", ".3f"),
         ("probe_accuracy", "probe acc", ".3f"),
         ("context_gain", "context gain", ".2f"),
     ]
