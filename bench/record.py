@@ -10,8 +10,10 @@ a fine-tuning comparison:
         --collect runs/quickstart/pretrain/summary.json --collect runs/quickstart/finetune/eval_results.json \
         -- pipeline run --config configs/quickstart.yaml
 
-``--collect`` takes paths or globs (relative to the current directory), read after the command ends.
-The exit code is the command's.
+``--collect`` takes paths or globs (relative to the current directory), read after the command ends;
+a ``.jsonl`` file (a run's ``metrics.jsonl``) is kept as its list of records. The exit code is the
+command's. Without a command it only collects: the outputs of runs made earlier, whose own results
+file holds the command, commit and wall time that made them (say which in ``--note``).
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.command[:1] == ["--"]:
         args.command = args.command[1:]
-    if not args.command:
-        parser.error("give the command to run after --")
+    if not args.command and not args.collect:
+        parser.error("give the command to run after --, or --collect to keep earlier runs' outputs")
     return args
 
 
@@ -49,7 +51,8 @@ def collect(patterns: list[str]) -> dict[str, object]:
         for path in paths:
             try:
                 with open(path, encoding="utf-8") as f:
-                    found[path] = json.load(f)
+                    lines = path.endswith(".jsonl")
+                    found[path] = [json.loads(line) for line in f if line.strip()] if lines else json.load(f)
             except (OSError, ValueError) as e:
                 found[path] = {"error": f"{type(e).__name__}: {e}"}
     return found
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     machine = machine_info()
     start = time.perf_counter()
-    code = subprocess.call(args.command)
+    code = subprocess.call(args.command) if args.command else 0
     wall = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB, largest process
     payload = {

@@ -125,6 +125,19 @@ def test_record_keeps_a_commands_results_with_its_provenance(tmp_path):
     assert result["outputs"] == {str(output): {"eval/accuracy": 0.75}}
 
 
+def test_record_collects_an_earlier_runs_metrics_lines(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 600, "eval/loss": 4.7}\n{"step": 1200, "eval/loss": 4.3}\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.record", "--name", "curves", "--collect", str(metrics)],
+        cwd=REPO, env=bench_env(tmp_path), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "curves.json").read_text())
+    assert_provenance(result, "--name curves")  # no command run: the record names its own invocation
+    assert result["outputs"] == {str(metrics): [{"step": 600, "eval/loss": 4.7}, {"step": 1200, "eval/loss": 4.3}]}
+
+
 @pytest.mark.slow
 def test_recipe_ablation_trains_each_rows_settings(tmp_path, shared_data):
     args = ["--steps", "4", "--rows", "8", "--only", "quickstart,bert_micro", "--name", "recipe_smoke"]

@@ -92,6 +92,7 @@ class _Trainer:
         self.sums = RunningSums(accelerator.device)
         self.first_bad = torch.tensor(-1, device=accelerator.device)
         self.last_saved = self.last_eval = -1
+        self.last_metrics: dict[str, float] = {}  # the latest evaluation's, for the run summary
 
     def _resume(self) -> None:
         found = resume_from(
@@ -119,7 +120,7 @@ class _Trainer:
         with torch.no_grad():
             metrics = self.task.evaluate(self.model)
         self.model.train()
-        self.last_eval = self.state.step
+        self.last_eval, self.last_metrics = self.state.step, {"step": self.state.step, **metrics}
         self.logger.log(self.state.step, metrics)
         if self.cfg.metric_for_best is not None:
             self._track_best(metrics, self.cfg.metric_for_best)
@@ -289,6 +290,7 @@ def _summary(trainer: _Trainer, start_step: int, seconds: float, completed: bool
         "tokens_per_sec": round(tps, 1),
         "mfu": tps * trainer.meter.flops_per_token / trainer.meter.peak if trainer.meter.peak else 0.0,
         "best": state.best,
+        "last_eval": trainer.last_metrics,  # {} when this run evaluated nothing
         "nonfinite_steps": state.nonfinite_steps,
         **trainer.task.facts,
     }

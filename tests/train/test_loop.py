@@ -159,9 +159,11 @@ def test_resume_never_replaces_a_later_run(tmp_path):
 def test_logging_outputs(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run(tmp_path, max_steps=4, eval_every=2)
+    summary, _, _ = run(tmp_path, max_steps=4, eval_every=2)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all("step" in r for r in lines)
+    evals = [r for r in lines if "eval/loss" in r]
+    assert summary["last_eval"] == evals[-1] and summary["last_eval"]["step"] == 4  # the final one
     train = [r for r in lines if "train/loss" in r]
     assert [r["step"] for r in train] == [1, 2, 3, 4]
     for key in ("train/lr", "train/grad_norm", "train/tokens_per_sec", "train/mfu"):
