@@ -135,7 +135,9 @@ def test_record_collects_an_earlier_runs_metrics_lines(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "results" / "curves.json").read_text())
     assert_provenance(result, "--name curves")  # no command run: the record names its own invocation
-    assert result["outputs"] == {str(metrics): [{"step": 600, "eval/loss": 4.7}, {"step": 1200, "eval/loss": 4.3}]}
+    assert result["outputs"] == {
+        str(metrics): [{"step": 600, "eval/loss": 4.7}, {"step": 1200, "eval/loss": 4.3}]
+    }
 
 
 @pytest.mark.slow

@@ -50,7 +50,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float
         skip = _no_decay(name, param)
         group = groups.setdefault(
             (depth, skip),
-            {"params": [], "weight_decay": 0.0 if skip else weight_decay, "lr_scale": layer_decay ** (top - depth)},
+            {
+                "params": [],
+                "weight_decay": 0.0 if skip else weight_decay,
+                "lr_scale": layer_decay ** (top - depth),
+            },
         )
         group["params"].append(param)
     return [groups[key] for key in sorted(groups)]  # by depth, decayed (False) first at each
