@@ -230,8 +230,8 @@ MUTANTS = [
     ),
     Mutant(
         "summary-first-eval", "summary.json's last_eval is the final evaluation, not an earlier one",
-        "pipeline/train/loop.py", 'self.last_eval, self.last_metrics = self.state.step, {"step": self.state.step, **metrics}',
-        'self.last_eval = self.state.step\n        self.last_metrics = self.last_metrics or {"step": self.state.step, **metrics}',
+        "pipeline/train/loop.py", 'self.last_metrics = {"step": self.state.step, **metrics}',
+        'self.last_metrics = self.last_metrics or {"step": self.state.step, **metrics}',
         ("tests/train/test_loop.py::test_logging_outputs",),
     ),
 ]  # fmt: skip

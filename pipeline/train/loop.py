@@ -91,8 +91,8 @@ class _Trainer:
         self.meter = ThroughputMeter(task.flops_per_token, peak * accelerator.num_processes)
         self.sums = RunningSums(accelerator.device)
         self.first_bad = torch.tensor(-1, device=accelerator.device)
-        self.last_saved = self.last_eval = -1
-        self.last_metrics: dict[str, float] = {}  # the latest evaluation's, for the run summary
+        self.last_saved = -1
+        self.last_metrics: dict[str, float] = {}  # the latest evaluation's (with its step), for the summary
 
     def _resume(self) -> None:
         found = resume_from(
@@ -114,13 +114,13 @@ class _Trainer:
         self.last_saved = self.state.step
 
     def evaluate(self) -> dict[str, float]:
-        if self.task.evaluate is None or self.last_eval == self.state.step:
+        if self.task.evaluate is None or self.last_metrics.get("step") == self.state.step:
             return {}
         self.model.eval()
         with torch.no_grad():
             metrics = self.task.evaluate(self.model)
         self.model.train()
-        self.last_eval, self.last_metrics = self.state.step, {"step": self.state.step, **metrics}
+        self.last_metrics = {"step": self.state.step, **metrics}
         self.logger.log(self.state.step, metrics)
         if self.cfg.metric_for_best is not None:
             self._track_best(metrics, self.cfg.metric_for_best)
